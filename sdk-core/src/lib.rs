@@ -1,0 +1,15 @@
+//! # Tidings core
+//!
+//! The sans-IO heart of the Tidings real-time SDK: one [`Client`] state machine that
+//! decides everything about a live connection (states, backoff, heartbeats, subscriptions,
+//! recovery, the offline outbox, batching) without doing any IO itself.
+//!
+//! Drivers run the loop: feed one [`Input`] (an app command, a decoded frame, a timer, a
+//! lifecycle change, a confirmed store write), then drain [`Client::poll_output`] until it
+//! returns [`Output::Wake`], then sleep until that time or the next input.
+//! Time and randomness are always passed in, which makes the whole client deterministic
+//! under test. The `native` feature adds a tokio driver ([`native`]).
+
+pub mod protocol;
+
+pub use protocol::{ClientFrame, ErrorCode, Payload, Publication, ServerFrame};
