@@ -10,6 +10,26 @@
 //! Time and randomness are always passed in, which makes the whole client deterministic
 //! under test. The `native` feature adds a tokio driver ([`native`]).
 
+pub mod backoff;
+mod client;
+pub mod error;
+pub mod event;
+pub mod jwt;
+pub mod options;
+mod outbox;
 pub mod protocol;
+pub mod store;
+pub mod time;
 
-pub use protocol::{ClientFrame, ErrorCode, Payload, Publication, ServerFrame};
+#[cfg(feature = "native")]
+pub mod native;
+
+pub use backoff::ReconnectPolicy;
+pub use client::{Client, Input, Lifecycle, Output, Stats, TransportId};
+pub use error::ClientError;
+pub use event::{ConnectionState, Event, MessageStatus, SubscriptionState};
+pub use options::{Options, OutboxFullPolicy, OutboxOptions};
+pub use outbox::PendingMessage;
+pub use protocol::{ClientFrame, ErrorCode, Payload, Publication, ServerFrame, StreamPosition};
+pub use store::{MemoryStore, OutboxEntry, PersistKind, PersistOp, Snapshot};
+pub use time::Now;
