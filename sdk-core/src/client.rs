@@ -187,6 +187,11 @@ struct Subscription {
     buffer: Vec<Publication>,
     /// For patterns: server time the subscription was last known live.
     since: Option<u64>,
+    /// After a fresh (non-recovered) subscribe: `(top, last)`. Publications at or below
+    /// the reply's top offset may still arrive live (the server registered the
+    /// subscription before reading the top, and fan-out can lag); they are delivered
+    /// once each, in order, until one above `top` arrives.
+    fresh: Option<(u64, u64)>,
 }
 
 /// The client state machine. See the crate docs for the driver loop.
@@ -432,6 +437,7 @@ impl Client {
                 awaiting: None,
                 buffer: Vec::new(),
                 since,
+                fresh: None,
             },
         );
         self.push_event(Event::Subscription {
@@ -876,6 +882,7 @@ impl Client {
             };
             sub.awaiting = None;
             sub.buffer.clear();
+            sub.fresh = None;
             if matches!(sub.state, SubscriptionState::Subscribed) {
                 sub.state = SubscriptionState::Subscribing;
                 self.push_event(Event::Subscription {
@@ -1475,6 +1482,8 @@ impl Client {
         };
         sub.awaiting = None;
         sub.state = SubscriptionState::Subscribed;
+        sub.fresh =
+            (!pattern && !(result.recovered && was_recovering)).then_some((result.offset, 0));
         if pattern && result.server_time > 0 {
             sub.since = Some(sub.since.unwrap_or(0).max(result.server_time));
             self.dirty_patterns.insert(channel.into());
@@ -1523,19 +1532,41 @@ impl Client {
 
     /// Hands a publication to the app unless it was delivered already.
     fn deliver(&mut self, publication: Publication) {
-        if let Some(position) = self.positions.get(&publication.channel) {
-            if position.epoch == publication.epoch && publication.offset <= position.offset {
-                self.stats.duplicates_dropped += 1;
-                return;
-            }
-            if position.epoch == publication.epoch && publication.offset > position.offset + 1 {
+        let channel = &publication.channel;
+        let mut advance = true;
+        if let Some(position) = self.positions.get(channel) {
+            let same_epoch = position.epoch == publication.epoch;
+            if same_epoch && publication.offset <= position.offset {
+                let fresh = self.subs.get_mut(channel).and_then(|s| s.fresh.as_mut());
+                match fresh {
+                    Some((top, last))
+                        if publication.offset <= *top && publication.offset > *last =>
+                    {
+                        *last = publication.offset;
+                        advance = false;
+                    }
+                    _ => {
+                        self.stats.duplicates_dropped += 1;
+                        return;
+                    }
+                }
+            } else if same_epoch && publication.offset > position.offset + 1 {
                 log::warn!(
-                    "gap in {}: {} -> {}",
-                    publication.channel,
+                    "gap in {channel}: {} -> {}",
                     position.offset,
                     publication.offset
                 );
             }
+        }
+        if advance {
+            if let Some(sub) = self.subs.get_mut(channel) {
+                sub.fresh = None;
+            }
+        }
+        if !advance {
+            self.stats.publications_delivered += 1;
+            self.push_event(Event::Publication(publication));
+            return;
         }
         self.positions.insert(
             publication.channel.clone(),
