@@ -1483,7 +1483,7 @@ impl Client {
         sub.awaiting = None;
         sub.state = SubscriptionState::Subscribed;
         sub.fresh =
-            (!pattern && !(result.recovered && was_recovering)).then_some((result.offset, 0));
+            (!(pattern || result.recovered && was_recovering)).then_some((result.offset, 0));
         if pattern && result.server_time > 0 {
             sub.since = Some(sub.since.unwrap_or(0).max(result.server_time));
             self.dirty_patterns.insert(channel.into());
