@@ -97,7 +97,8 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// `Err` holds the 401 response.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -105,11 +106,11 @@ fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
         .map(str::trim);
     match given {
         Some(key) if same_secret(key.as_bytes(), app.config.api_key.as_bytes()) => Ok(()),
-        _ => Err(api_error(
+        _ => Err(Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             "missing or wrong API key",
-        )),
+        ))),
     }
 }
 
@@ -151,7 +152,7 @@ fn server_publisher() -> Publisher {
 
 async fn publish(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(resp) = authorize(&app, &headers) {
-        return resp;
+        return *resp;
     }
     let body: PublishBody = match serde_json::from_slice(&body) {
         Ok(body) => body,
@@ -191,7 +192,7 @@ async fn publish(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Byt
 
 async fn broadcast(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(resp) = authorize(&app, &headers) {
-        return resp;
+        return *resp;
     }
     let body: BroadcastBody = match serde_json::from_slice(&body) {
         Ok(body) => body,

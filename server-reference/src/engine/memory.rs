@@ -351,7 +351,8 @@ impl MemoryEngine {
                     None => out.unrecovered.push(name.clone()),
                 }
             } else if let Some(since) = since {
-                if ch.trimmed_ts >= since {
+                // Something at or after `since` was dropped from history.
+                if ch.trimmed_ts > 0 && ch.trimmed_ts >= since {
                     out.unrecovered.push(name.clone());
                 } else {
                     out.publications
