@@ -209,8 +209,9 @@ impl Conn {
     async fn run(mut self, mut socket: WebSocket, mut rx: mpsc::Receiver<Outbound>) {
         let shared = self.shared.clone();
         loop {
+            // Unbiased on purpose: a busy outbound queue must not starve reading (pongs
+            // would go unread and the connection would look stale), nor the reverse.
             tokio::select! {
-                biased;
                 _ = shared.kill.notified() => {
                     self.close_for_reason(&mut socket).await;
                     return;

@@ -493,3 +493,89 @@ async fn heartbeat_pings_and_closes_stale_connections() {
     }
     server.kill();
 }
+
+#[tokio::test]
+async fn too_many_connections_per_user() {
+    let server = start(Config {
+        max_connections_per_user: 1,
+        ..config()
+    });
+    let (_first, _) = Client::connected(&server, "u", json!([])).await;
+    let mut second = Client::open(&server).await;
+    second
+        .send(json!({"type": "connect", "id": 1, "version": 1, "token": token("u")}))
+        .await;
+    let error = second.recv().await;
+    assert_eq!(
+        (error["id"].clone(), error["code"].clone()),
+        (json!(1), json!("too_many_connections"))
+    );
+    let disconnect = second.recv().await;
+    assert_eq!(disconnect["code"], "too_many_connections");
+    assert_eq!(
+        disconnect["advice"],
+        json!({"reconnect": true, "not_before_ms": 5000})
+    );
+    // Another user is fine.
+    let (_other, _) = Client::connected(&server, "v", json!([])).await;
+    server.kill();
+}
+
+#[tokio::test]
+async fn refresh_and_live_token_expiry() {
+    let server = start(config());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let short = |sub: &str, exp: u64| {
+        mint_token(
+            SECRET,
+            &Claims {
+                sub: sub.into(),
+                exp: Some(exp),
+                ..Claims::default()
+            },
+        )
+    };
+    let mut client = Client::open(&server).await;
+    client
+        .send(json!({"type": "connect", "id": 1, "version": 1, "token": short("a", now + 3)}))
+        .await;
+    let connected = client.recv().await;
+    assert_eq!(connected["expires_at"], now + 3);
+    client
+        .send(json!({"type": "refresh", "id": 2, "token": short("b", now + 60)}))
+        .await;
+    let error = client.recv().await;
+    assert_eq!(
+        (error["id"].clone(), error["code"].clone()),
+        (json!(2), json!("unauthorized"))
+    );
+    client
+        .send(json!({"type": "refresh", "id": 3, "token": short("a", now + 2)}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "refreshed", "id": 3, "expires_at": now + 2})
+    );
+    // The shared ticker notices the expiry (within ~1 s of `exp`).
+    let disconnect = client.recv().await;
+    assert_eq!(disconnect["type"], "disconnect");
+    assert_eq!(disconnect["code"], "token_expired");
+    assert_eq!(disconnect["advice"]["reconnect"], true);
+    server.kill();
+}
+
+#[tokio::test]
+async fn sockets_without_connect_are_closed() {
+    let server = start(Config {
+        connect_timeout_ms: 100,
+        ..config()
+    });
+    let mut client = Client::open(&server).await;
+    let frame = client.recv().await;
+    assert_eq!(frame["type"], "disconnect", "{frame}");
+    assert_eq!(client.recv().await, Value::Null);
+    server.kill();
+}
