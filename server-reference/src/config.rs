@@ -27,11 +27,11 @@ pub struct Config {
     pub bind: SocketAddr,
 
     /// HS256 secret that connection tokens (JWT) are signed with.
-    #[arg(long, env = "TIDINGS_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_default_value = true)]
+    #[arg(long, env = "TIDINGS_JWT_SECRET", default_value = DEFAULT_JWT_SECRET, hide_env_values = true)]
     pub jwt_secret: String,
 
     /// API key for the HTTP publish API (`Authorization: Bearer <key>`).
-    #[arg(long, env = "TIDINGS_API_KEY", default_value = DEFAULT_API_KEY, hide_default_value = true)]
+    #[arg(long, env = "TIDINGS_API_KEY", default_value = DEFAULT_API_KEY, hide_env_values = true)]
     pub api_key: String,
 
     /// Directory for durable history (append-only log); in-memory only when absent.
