@@ -235,6 +235,8 @@ pub struct Client {
     dirty_positions: BTreeSet<String>,
     dirty_patterns: BTreeSet<String>,
     restored_since: BTreeMap<String, u64>,
+    /// When to retry subscriptions refused with a temporary error.
+    resubscribe_at: Option<u64>,
 
     outbox: Outbox,
     hold_sends_until: Option<u64>,
@@ -290,6 +292,7 @@ impl Client {
             dirty_positions: BTreeSet::new(),
             dirty_patterns: BTreeSet::new(),
             restored_since: BTreeMap::new(),
+            resubscribe_at: None,
             outbox: Outbox::default(),
             hold_sends_until: None,
             slow_start: false,
@@ -668,11 +671,17 @@ impl Client {
             | Link::Opening { deadline, .. }
             | Link::Handshaking { deadline, .. } => consider(Some(*deadline)),
             Link::Live { .. } => {
-                consider(self.liveness_deadline);
-                if !self.suspended {
-                    consider(Some(self.heartbeat_deadline()));
+                if self.liveness_deadline.is_some() {
+                    // A liveness check decides; older deadlines that already passed
+                    // (which is why it was started) must not wake us in a loop.
+                    consider(self.liveness_deadline);
+                } else {
+                    if !self.suspended {
+                        consider(Some(self.heartbeat_deadline()));
+                    }
+                    consider(self.pending.values().map(|p| p.deadline).min());
                 }
-                consider(self.pending.values().map(|p| p.deadline).min());
+                consider(self.resubscribe_at);
                 consider(self.refresh_at);
                 if self.outbox.has_queued() {
                     consider(self.hold_sends_until);
@@ -748,6 +757,20 @@ impl Client {
             if self.hold_sends_until.is_some_and(|t| now >= t) {
                 self.hold_sends_until = None;
                 self.flush_outbox();
+            }
+            if self.resubscribe_at.is_some_and(|t| now >= t) {
+                self.resubscribe_at = None;
+                let retry: Vec<String> = self
+                    .subs
+                    .iter()
+                    .filter(|(_, s)| {
+                        matches!(s.state, SubscriptionState::Subscribing) && s.awaiting.is_none()
+                    })
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in retry {
+                    self.send_subscribe(&name);
+                }
             }
         }
         self.expire_messages();
@@ -869,6 +892,7 @@ impl Client {
         self.token_request = None;
         self.refresh_at = None;
         self.hold_sends_until = None;
+        self.resubscribe_at = None;
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
             if let PendingKind::Publish(msg_id) = p.kind {
@@ -1039,7 +1063,11 @@ impl Client {
                     }
                     Link::Idle if self.want_connected => {
                         let gave_up = matches!(&self.state, ConnectionState::Failed { code, .. } if code == "gave_up");
-                        if matches!(self.state, ConnectionState::Reconnecting { .. }) || gave_up {
+                        let waiting = matches!(
+                            self.state,
+                            ConnectionState::Reconnecting { .. } | ConnectionState::Connecting
+                        );
+                        if waiting || gave_up {
                             // A network change or wake-up is the best moment to retry:
                             // start now, with a fresh backoff.
                             self.attempt = 0;
@@ -1296,22 +1324,21 @@ impl Client {
         self.session_id = Some(session_id);
         self.set_state(ConnectionState::Connected, "connected");
         self.schedule_refresh();
+        let added_during_handshake: Vec<String> = self
+            .subs
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.state, SubscriptionState::Subscribing) && s.awaiting.is_none()
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
         for (name, result) in subs.iter().zip(results) {
             if self.subs.get(name).and_then(|s| s.awaiting) == Some(connect_id) {
                 self.on_subscribe_result(name, result);
             }
         }
-        // Subscriptions added while handshaking (or missing from the reply).
-        let unsent: Vec<String> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| {
-                matches!(s.state, SubscriptionState::Subscribing) && s.awaiting != Some(connect_id)
-                    || s.awaiting == Some(connect_id)
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in unsent {
+        // Subscriptions added while handshaking were not part of `connect`.
+        for name in added_during_handshake {
             self.send_subscribe(&name);
         }
         self.flush_outbox();
@@ -1423,7 +1450,9 @@ impl Client {
         sub.awaiting = None;
         sub.buffer.clear();
         if error.temporary {
-            // Retried with the next resubscription (reconnect); tell the app meanwhile.
+            // Retried after the advised delay (1 s by default); tell the app meanwhile.
+            let at = self.now.mono_ms + error.retry_after_ms.unwrap_or(1_000);
+            self.resubscribe_at = Some(self.resubscribe_at.map_or(at, |t| t.min(at)));
             self.push_event(Event::Error {
                 error: error.into(),
             });
@@ -1464,8 +1493,12 @@ impl Client {
         }
         if pattern {
             for lost in &result.unrecovered {
-                self.positions.remove(lost);
-                self.dirty_positions.remove(lost);
+                if self.positions.remove(lost).is_some() {
+                    self.dirty_positions.remove(lost);
+                    self.persist(PersistKind::RemovePosition {
+                        channel: lost.clone(),
+                    });
+                }
             }
         } else if !(result.recovered && was_recovering) {
             let top = StreamPosition {

@@ -893,3 +893,65 @@ fn storage_is_namespaced_by_server_and_user() {
     assert_ne!(a.storage_namespace(), b.storage_namespace());
     assert!(a.storage_namespace().contains("david"));
 }
+
+#[test]
+fn connect_while_offline_waits_for_the_network() {
+    let mut h = Harness::new(|_| {});
+    h.input(Input::Lifecycle(Lifecycle::Offline));
+    h.connect();
+    assert!(!h
+        .outputs
+        .iter()
+        .any(|o| matches!(o, Output::OpenTransport { .. })));
+    h.input(Input::Lifecycle(Lifecycle::Online));
+    assert!(matches!(
+        h.outputs.last(),
+        Some(Output::OpenTransport { .. })
+    ));
+}
+
+#[test]
+fn a_pending_liveness_check_does_not_spin_on_past_deadlines() {
+    let mut h = Harness::new(|_| {});
+    h.go_live();
+    h.mono += 600_000;
+    h.wake = None;
+    h.input(Input::Timeout);
+    assert!(matches!(h.sent().last(), Some(ClientFrame::Ping { .. })));
+    let wake = h.wake.expect("a wake-up");
+    assert!(
+        wake > h.mono,
+        "next wake {wake} must be in the future (now {})",
+        h.mono
+    );
+}
+
+#[test]
+fn temporarily_refused_subscriptions_are_retried_after_the_advised_delay() {
+    let mut h = Harness::new(|_| {});
+    h.go_live();
+    let now = h.now();
+    h.client.subscribe(now, "busy").expect("sub");
+    h.drain();
+    let count = |h: &Harness| {
+        h.sent()
+            .iter()
+            .filter(|f| matches!(f, ClientFrame::Subscribe { .. }))
+            .count()
+    };
+    let id = match h.sent().last() {
+        Some(ClientFrame::Subscribe { id, .. }) => *id,
+        other => panic!("{other:?}"),
+    };
+    let mut error = ErrorBody::new(ErrorCode::RateLimited, "later");
+    error.retry_after_ms = Some(500);
+    h.frame(ServerFrame::Error {
+        id: Some(id),
+        error,
+    });
+    assert_eq!(count(&h), 1);
+    h.advance(499);
+    assert_eq!(count(&h), 1);
+    h.advance(2);
+    assert_eq!(count(&h), 2, "resent after retry_after_ms");
+}

@@ -40,6 +40,10 @@ pub(crate) struct Driver {
     background_rx: mpsc::UnboundedReceiver<Background>,
     wake: Option<u64>,
     closing: bool,
+    /// The transport the core is waiting to see opened; any other socket that finishes
+    /// opening (a timed-out attempt) is closed instead of replacing the live one.
+    opening: Option<TransportId>,
+    options: Options,
 }
 
 /// Small buffers: a load generator holds thousands of these.
@@ -63,7 +67,8 @@ impl Driver {
         let namespace = options.storage_namespace();
         let (background_tx, background_rx) = mpsc::unbounded_channel();
         Self {
-            client: Client::new(options, seed),
+            client: Client::new(options.clone(), seed),
+            options,
             namespace,
             store,
             token_provider,
@@ -76,6 +81,7 @@ impl Driver {
             background_rx,
             wake: None,
             closing: false,
+            opening: None,
         }
     }
 
@@ -88,6 +94,16 @@ impl Driver {
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
+        // Storage is per user: with only a token provider, learn the user first.
+        if self.options.effective_user().is_none() {
+            if let Some(provider) = self.token_provider.clone() {
+                if let Ok(token) = provider.fetch().await {
+                    self.options.token = Some(token.clone());
+                    self.namespace = self.options.storage_namespace();
+                    self.client.set_token(token);
+                }
+            }
+        }
         match self.store.load(&self.namespace).await {
             Ok(snapshot) => self.input(Input::Restore(snapshot)),
             Err(message) => {
@@ -180,6 +196,15 @@ impl Driver {
     fn on_background(&mut self, background: Background) {
         match background {
             Background::Opened(transport, socket) => {
+                if self.opening != Some(transport) {
+                    let mut socket = *socket;
+                    tokio::spawn(async move {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+                    });
+                    return;
+                }
+                self.opening = None;
                 self.socket = Some((transport, *socket));
                 self.input(Input::TransportOpened(transport));
             }
@@ -244,12 +269,11 @@ impl Driver {
                     let _ = accepted.send(Err(e));
                 }
                 Ok(msg_id) => {
-                    // The memory and file stores confirm in `drain`, before any reply
-                    // could be observed, so "accepted" means durable.
+                    // Resolved when the store confirmed the write (status `queued`).
                     if let Some(acked) = acked {
                         self.waiters.acks.insert(msg_id.clone(), acked);
                     }
-                    let _ = accepted.send(Ok(msg_id));
+                    self.waiters.accepted.insert(msg_id, accepted);
                 }
             },
             Command::Cancel(msg_id, reply) => {
@@ -275,8 +299,14 @@ impl Driver {
     async fn drain(&mut self) {
         loop {
             match self.client.poll_output() {
-                Output::OpenTransport { transport, url } => self.open(transport, url),
+                Output::OpenTransport { transport, url } => {
+                    self.opening = Some(transport);
+                    self.open(transport, url);
+                }
                 Output::CloseTransport { transport, .. } => {
+                    if self.opening == Some(transport) {
+                        self.opening = None;
+                    }
                     if self.socket.as_ref().is_some_and(|(id, _)| *id == transport) {
                         if let Some((_, mut socket)) = self.socket.take() {
                             // Closing may wait on a dead peer; do it off the loop.
@@ -400,6 +430,14 @@ impl Driver {
                     }
                 }
                 Event::Message { msg_id, status, .. } => {
+                    if !matches!(status, MessageStatus::Persisting) {
+                        if let Some(waiter) = self.waiters.accepted.remove(msg_id) {
+                            let _ = waiter.send(match status {
+                                MessageStatus::Failed { error } => Err(error.clone()),
+                                _ => Ok(msg_id.clone()),
+                            });
+                        }
+                    }
                     let outcome = match status {
                         MessageStatus::Acked { epoch, offset } => Some(Ok(Ack {
                             msg_id: msg_id.clone(),

@@ -468,4 +468,5 @@ pub(crate) struct Waiters {
     pub connect: Vec<Reply<Result<(), ClientError>>>,
     pub subscribe: HashMap<String, Vec<Reply<Result<(), ClientError>>>>,
     pub acks: HashMap<String, Reply<Result<Ack, ClientError>>>,
+    pub accepted: HashMap<String, Reply<Result<String, ClientError>>>,
 }
