@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace. Installs what it needs first, skipping
+# whatever is already present. This is the README's test command; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "toolchain: rustfmt, clippy, wasm32 target"
+if command -v rustup >/dev/null 2>&1; then
+  installed_components=$(rustup component list --installed 2>/dev/null || true)
+  for component in rustfmt clippy; do
+    grep -q "^$component" <<<"$installed_components" || rustup component add "$component"
+  done
+  rustup target list --installed | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+fi
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (all targets, all features, warnings are errors)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "sdk-core builds for wasm32 with no tokio / web-sys / wasm-bindgen in its default tree"
+cargo build -p tidings-core --target wasm32-unknown-unknown
+if cargo tree -p tidings-core -e normal --target wasm32-unknown-unknown --prefix none \
+    | grep -E '^(tokio|web-sys|wasm-bindgen|mio|getrandom) '; then
+  echo "sdk-core's default dependency tree must stay free of IO runtimes" >&2
+  exit 1
+fi
+
+step "unit, simulation and end-to-end tests"
+cargo test --workspace --all-features
+
+echo
+echo "all checks passed"
