@@ -98,6 +98,7 @@ pub(crate) async fn serve(mut socket: WebSocket, app: Arc<AppState>, ip: IpAddr)
             last: Instant::now(),
         },
     };
+    // The task future holds only the idle select state (see `Conn::run`).
     conn.run(socket, rx).await;
 }
 
@@ -213,19 +214,19 @@ impl Conn {
             // would go unread and the connection would look stale), nor the reverse.
             tokio::select! {
                 _ = shared.kill.notified() => {
-                    self.close_for_reason(&mut socket).await;
+                    Box::pin(self.close_for_reason(&mut socket)).await;
                     return;
                 }
                 out = rx.recv() => {
                     let Some(first) = out else { return };
                     tokio::select! {
-                        res = write_batch(&mut socket, &mut rx, first, &self.app) => {
+                        res = Box::pin(write_batch(&mut socket, &mut rx, first, &self.app)) => {
                             if res.is_err() {
                                 return;
                             }
                         }
                         _ = shared.kill.notified() => {
-                            self.close_for_reason(&mut socket).await;
+                            Box::pin(self.close_for_reason(&mut socket)).await;
                             return;
                         }
                     }
@@ -233,7 +234,8 @@ impl Conn {
                 msg = socket.recv() => {
                     let Some(Ok(msg)) = msg else { return };
                     self.shared.touch(self.app.hub.now_ms());
-                    if let Flow::Close = self.on_message(&mut socket, msg).await {
+                    // Boxed: command handling is large and rare; the idle task stays small.
+                    if let Flow::Close = Box::pin(self.on_message(&mut socket, msg)).await {
                         return;
                     }
                 }
