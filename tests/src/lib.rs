@@ -67,7 +67,9 @@ pub fn token_with(user: &str, channels: &[&str], publish: &[&str], ttl_s: Option
 
 /// A client of `server` for `user`.
 pub fn client(server_url: &str, user: &str) -> TidingsClient {
-    TidingsClient::builder(server_url).token(token(user)).build()
+    TidingsClient::builder(server_url)
+        .token(token(user))
+        .build()
 }
 
 /// Waits up to `secs` for `f` to hold, polling.
@@ -168,6 +170,10 @@ pub async fn http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     (status, body)
 }

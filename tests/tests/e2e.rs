@@ -44,7 +44,10 @@ async fn quickstart_two_clients_publish_and_receive() {
     emily.connect().await.expect("connected");
     let ack = emily
         .channel("recognitions")
-        .publish("recognition.created", &json!({ "to": "david", "text": "Great demo!" }))
+        .publish(
+            "recognition.created",
+            &json!({ "to": "david", "text": "Great demo!" }),
+        )
         .await
         .expect("acked");
 
@@ -55,7 +58,14 @@ async fn quickstart_two_clients_publish_and_receive() {
 
     assert_eq!(publication.offset, ack.offset);
     assert_eq!(publication.publisher.user, "emily");
-    assert_eq!(publication.publisher.info.as_ref().map(|i| i.value()["name"].clone()), Some(json!("emily")));
+    assert_eq!(
+        publication
+            .publisher
+            .info
+            .as_ref()
+            .map(|i| i.value()["name"].clone()),
+        Some(json!("emily"))
+    );
     assert_eq!(david.state(), ConnectionState::Connected);
     let stats = emily.stats().await.expect("stats");
     assert_eq!(stats.messages_acked, 1);
@@ -76,16 +86,28 @@ async fn server_crash_and_restart_with_data_dir_recovers_missed_messages_exactly
     let writer = client(&url, "writer");
     writer.connect().await.expect("connect");
     for n in 0..5 {
-        writer.publish("goals", "goal.updated", &json!({ "n": n })).await.expect("ack");
+        writer
+            .publish("goals", "goal.updated", &json!({ "n": n }))
+            .await
+            .expect("ack");
     }
-    eventually(5, "5 live messages", || async { recorder.data("goals").len() == 5 }).await;
+    eventually(5, "5 live messages", || async {
+        recorder.data("goals").len() == 5
+    })
+    .await;
 
     // The reader's network "goes away" so it cannot reconnect before we publish.
     reader.lifecycle(Lifecycle::Offline);
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.kill();
     eventually(5, "reader notices", || async {
-        matches!(reader.state(), ConnectionState::Reconnecting { retry_in_ms: None, .. })
+        matches!(
+            reader.state(),
+            ConnectionState::Reconnecting {
+                retry_in_ms: None,
+                ..
+            }
+        )
     })
     .await;
 
@@ -102,15 +124,27 @@ async fn server_crash_and_restart_with_data_dir_recovers_missed_messages_exactly
         assert_eq!(status, 200, "{body}");
     }
     reader.lifecycle(Lifecycle::Online);
-    eventually(10, "recovered messages", || async { recorder.data("goals").len() >= 10 }).await;
+    eventually(10, "recovered messages", || async {
+        recorder.data("goals").len() >= 10
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(numbers(&recorder.data("goals")), (0..10).collect::<Vec<_>>());
-    assert_eq!(subscribed_events(&recorder, "goals").last(), Some(&(true, false)));
+    assert_eq!(
+        numbers(&recorder.data("goals")),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        subscribed_events(&recorder, "goals").last(),
+        Some(&(true, false))
+    );
     let stats = reader.stats().await.expect("stats");
     assert_eq!(stats.recoveries_succeeded, 1);
     assert_eq!(stats.recoveries_failed, 0);
     // The writer reconnected by itself too.
-    eventually(10, "writer back", || async { writer.state() == ConnectionState::Connected }).await;
+    eventually(10, "writer back", || async {
+        writer.state() == ConnectionState::Connected
+    })
+    .await;
     drop(server);
 }
 
@@ -123,15 +157,34 @@ async fn restart_without_data_dir_starts_a_new_epoch_and_tells_apps_to_reload() 
     let recorder = Recorder::start(&reader);
     reader.connect().await.expect("connect");
     reader.channel("goals").subscribe().await.expect("sub");
-    reader.publish("goals", "goal.updated", &json!({ "n": 1 })).await.expect("ack");
-    eventually(5, "own message", || async { recorder.data("goals").len() == 1 }).await;
+    reader
+        .publish("goals", "goal.updated", &json!({ "n": 1 }))
+        .await
+        .expect("ack");
+    eventually(5, "own message", || async {
+        recorder.data("goals").len() == 1
+    })
+    .await;
 
     server.kill();
     let server = start(config(None), Some(addr));
-    eventually(15, "resubscribed", || async { subscribed_events(&recorder, "goals").len() == 2 }).await;
-    assert_eq!(subscribed_events(&recorder, "goals")[1], (false, true), "recovered:false -> reload");
-    reader.publish("goals", "goal.updated", &json!({ "n": 2 })).await.expect("ack");
-    eventually(5, "new epoch message", || async { recorder.data("goals").len() == 2 }).await;
+    eventually(15, "resubscribed", || async {
+        subscribed_events(&recorder, "goals").len() == 2
+    })
+    .await;
+    assert_eq!(
+        subscribed_events(&recorder, "goals")[1],
+        (false, true),
+        "recovered:false -> reload"
+    );
+    reader
+        .publish("goals", "goal.updated", &json!({ "n": 2 }))
+        .await
+        .expect("ack");
+    eventually(5, "new epoch message", || async {
+        recorder.data("goals").len() == 2
+    })
+    .await;
     assert_eq!(reader.stats().await.expect("stats").recoveries_failed, 1);
     drop(server);
 }
@@ -151,20 +204,36 @@ async fn publishes_made_while_the_server_is_down_are_delivered_once_after_it_ret
     writer.connect().await.expect("connect");
 
     server.kill();
-    eventually(5, "writer notices", || async { writer.state() != ConnectionState::Connected }).await;
+    eventually(5, "writer notices", || async {
+        writer.state() != ConnectionState::Connected
+    })
+    .await;
     let mut ids = Vec::new();
     for n in 0..3 {
-        ids.push(writer.publish_queued("posts", "post.created", &json!({ "n": n })).await.expect("queued"));
+        ids.push(
+            writer
+                .publish_queued("posts", "post.created", &json!({ "n": n }))
+                .await
+                .expect("queued"),
+        );
     }
     let outbox = writer.outbox().await.expect("outbox");
     assert_eq!(outbox.len(), 3);
-    assert!(outbox.iter().all(|m| m.status == tidings::MessageStatus::Queued));
+    assert!(outbox
+        .iter()
+        .all(|m| m.status == tidings::MessageStatus::Queued));
 
     let server = start(config(Some(dir.path().to_path_buf())), Some(addr));
-    eventually(20, "3 delivered", || async { recorder.data("posts").len() >= 3 }).await;
+    eventually(20, "3 delivered", || async {
+        recorder.data("posts").len() >= 3
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(numbers(&recorder.data("posts")), vec![0, 1, 2]);
-    eventually(5, "outbox drained", || async { writer.outbox().await.map(|o| o.is_empty()).unwrap_or(false) }).await;
+    eventually(5, "outbox drained", || async {
+        writer.outbox().await.map(|o| o.is_empty()).unwrap_or(false)
+    })
+    .await;
     let acked: BTreeSet<String> = writer_events
         .events()
         .into_iter()
@@ -186,31 +255,52 @@ async fn an_app_restart_resends_its_stored_outbox_and_resumes_from_stored_positi
     let server = start(config(None), None);
     let url = server.ws_url();
     let store = MemoryStore::new();
-    let app = TidingsClient::builder(&url).token(token("david")).store(store.clone()).build();
+    let app = TidingsClient::builder(&url)
+        .token(token("david"))
+        .store(store.clone())
+        .build();
     let recorder = Recorder::start(&app);
     app.connect().await.expect("connect");
     app.channel("feed").subscribe().await.expect("sub");
     let other = client(&url, "emily");
     other.connect().await.expect("connect");
-    other.publish("feed", "post.created", &json!({ "n": 0 })).await.expect("ack");
+    other
+        .publish("feed", "post.created", &json!({ "n": 0 }))
+        .await
+        .expect("ack");
     eventually(5, "first", || async { recorder.data("feed").len() == 1 }).await;
 
     // The app goes offline, queues a message, and is closed (like a closed tab).
     app.lifecycle(Lifecycle::Offline);
     app.disconnect().await.expect("disconnect");
-    app.publish_queued("feed", "post.created", &json!({ "n": 100 })).await.expect("queued");
+    app.publish_queued("feed", "post.created", &json!({ "n": 100 }))
+        .await
+        .expect("queued");
     app.close().await;
-    other.publish("feed", "post.created", &json!({ "n": 1 })).await.expect("ack");
+    other
+        .publish("feed", "post.created", &json!({ "n": 1 }))
+        .await
+        .expect("ack");
 
     // Reopened with the same store: resubscribes from the stored position, sends the outbox.
-    let reopened = TidingsClient::builder(&url).token(token("david")).store(store).build();
+    let reopened = TidingsClient::builder(&url)
+        .token(token("david"))
+        .store(store)
+        .build();
     let after = Recorder::start(&reopened);
     reopened.connect().await.expect("connect");
     reopened.channel("feed").subscribe().await.expect("sub");
-    eventually(5, "missed + own", || async { after.data("feed").len() >= 2 }).await;
+    eventually(5, "missed + own", || async {
+        after.data("feed").len() >= 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = numbers(&after.data("feed"));
-    assert_eq!(got, vec![1, 100], "the missed message once, then our queued one");
+    assert_eq!(
+        got,
+        vec![1, 100],
+        "the missed message once, then our queued one"
+    );
     assert!(reopened.outbox().await.expect("outbox").is_empty());
 }
 
@@ -235,19 +325,36 @@ async fn bad_expired_and_forbidden_tokens_get_their_codes() {
         .token(token_with("d", &["*"], &["*"], Some(-60)))
         .token_provider(|| async { Ok(token("d")) })
         .build();
-    refreshed.connect().await.expect("connects with a fresh token");
+    refreshed
+        .connect()
+        .await
+        .expect("connects with a fresh token");
 
     let limited = TidingsClient::builder(&url)
         .token(token_with("d2", &["public:*"], &["public:*"], Some(600)))
         .build();
     limited.connect().await.expect("connect");
-    let err = limited.channel("private").subscribe().await.expect_err("forbidden");
+    let err = limited
+        .channel("private")
+        .subscribe()
+        .await
+        .expect_err("forbidden");
     assert_eq!(err.code(), "forbidden");
-    let err = limited.publish("private", "x.y", &json!(1)).await.expect_err("forbidden");
+    let err = limited
+        .publish("private", "x.y", &json!(1))
+        .await
+        .expect_err("forbidden");
     assert_eq!(err.code(), "forbidden");
     // The connection keeps serving.
-    limited.channel("public:news").subscribe().await.expect("allowed");
-    limited.publish("public:news", "x.y", &json!(1)).await.expect("allowed");
+    limited
+        .channel("public:news")
+        .subscribe()
+        .await
+        .expect("allowed");
+    limited
+        .publish("public:news", "x.y", &json!(1))
+        .await
+        .expect("allowed");
     assert_eq!(limited.state(), ConnectionState::Connected);
 }
 
@@ -257,24 +364,45 @@ async fn oversized_messages_fail_loudly_and_the_connection_survives() {
     let c = client(&server.ws_url(), "david");
     c.connect().await.expect("connect");
     let big = "x".repeat(70 * 1024);
-    let err = c.publish("docs", "doc.saved", &json!({ "body": big })).await.expect_err("too large");
+    let err = c
+        .publish("docs", "doc.saved", &json!({ "body": big }))
+        .await
+        .expect_err("too large");
     assert_eq!(err.code(), "frame_too_large");
-    c.publish("docs", "doc.saved", &json!({ "body": "small" })).await.expect("still works");
+    c.publish("docs", "doc.saved", &json!({ "body": "small" }))
+        .await
+        .expect("still works");
 
     // A raw client that ignores the limit gets the error frame from the server.
     use futures::{SinkExt, StreamExt};
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url()).await.expect("raw");
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .expect("raw");
     let connect = json!({"type":"connect","id":1,"version":1,"token":token("raw")});
-    ws.send(tokio_tungstenite::tungstenite::Message::text(connect.to_string())).await.expect("send");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        connect.to_string(),
+    ))
+    .await
+    .expect("send");
     let _connected = ws.next().await;
-    let publish = json!({"type":"publish","id":2,"channel":"docs","msg_id":"m","event":"e","data":big});
-    ws.send(tokio_tungstenite::tungstenite::Message::text(publish.to_string())).await.expect("send");
+    let publish =
+        json!({"type":"publish","id":2,"channel":"docs","msg_id":"m","event":"e","data":big});
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        publish.to_string(),
+    ))
+    .await
+    .expect("send");
     let reply = ws.next().await.expect("reply").expect("frame");
-    let reply: serde_json::Value = serde_json::from_str(reply.to_text().expect("text")).expect("json");
+    let reply: serde_json::Value =
+        serde_json::from_str(reply.to_text().expect("text")).expect("json");
     assert_eq!(reply["type"], "error");
     assert_eq!(reply["code"], "frame_too_large");
     assert_eq!(reply["id"], 2);
-    ws.send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"ping","id":3}"#)).await.expect("send");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        r#"{"type":"ping","id":3}"#,
+    ))
+    .await
+    .expect("send");
     let pong = ws.next().await.expect("reply").expect("frame");
     assert!(pong.to_text().expect("text").contains("pong"));
 }
@@ -291,15 +419,26 @@ async fn a_flood_is_rate_limited_and_every_message_still_arrives_once_in_order()
     writer.connect().await.expect("connect");
     let count = 250;
     for n in 0..count {
-        writer.publish_queued("flood", "tick", &json!({ "n": n })).await.expect("queued");
+        writer
+            .publish_queued("flood", "tick", &json!({ "n": n }))
+            .await
+            .expect("queued");
     }
-    eventually(20, "all delivered", || async { recorder.data("flood").len() >= count as usize }).await;
+    eventually(20, "all delivered", || async {
+        recorder.data("flood").len() >= count as usize
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(numbers(&recorder.data("flood")), (0..count).collect::<Vec<_>>());
+    assert_eq!(
+        numbers(&recorder.data("flood")),
+        (0..count).collect::<Vec<_>>()
+    );
     let (status, metrics) = http(server.addr(), "GET", "/metrics", None, None).await;
     assert_eq!(status, 200);
     assert!(
-        metrics.lines().any(|l| l.starts_with("tidings_errors_total") && l.contains("rate_limited")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tidings_errors_total") && l.contains("rate_limited")),
         "the flood hit the rate limit:\n{metrics}"
     );
     assert_eq!(writer.state(), ConnectionState::Connected);
@@ -312,18 +451,40 @@ async fn pattern_subscriptions_receive_matching_channels_and_recover_per_channel
     let reader = client(&url, "reader");
     let recorder = Recorder::start(&reader);
     reader.connect().await.expect("connect");
-    reader.channel("specs:E13-*").subscribe().await.expect("pattern");
+    reader
+        .channel("specs:E13-*")
+        .subscribe()
+        .await
+        .expect("pattern");
     let writer = client(&url, "writer");
     writer.connect().await.expect("connect");
-    writer.publish("specs:E13-1", "spec.updated", &json!({"n": 1})).await.expect("ack");
-    writer.publish("specs:E14-1", "spec.updated", &json!({"n": 99})).await.expect("ack");
-    writer.publish("specs:E13-2", "spec.updated", &json!({"n": 2})).await.expect("ack");
-    eventually(5, "two matching", || async { recorder.offsets().len() == 2 }).await;
+    writer
+        .publish("specs:E13-1", "spec.updated", &json!({"n": 1}))
+        .await
+        .expect("ack");
+    writer
+        .publish("specs:E14-1", "spec.updated", &json!({"n": 99}))
+        .await
+        .expect("ack");
+    writer
+        .publish("specs:E13-2", "spec.updated", &json!({"n": 2}))
+        .await
+        .expect("ack");
+    eventually(5, "two matching", || async {
+        recorder.offsets().len() == 2
+    })
+    .await;
 
     reader.lifecycle(Lifecycle::Offline);
     reader.disconnect().await.expect("disconnect");
-    writer.publish("specs:E13-1", "spec.updated", &json!({"n": 3})).await.expect("ack");
-    writer.publish("specs:E13-3", "spec.updated", &json!({"n": 4})).await.expect("ack");
+    writer
+        .publish("specs:E13-1", "spec.updated", &json!({"n": 3}))
+        .await
+        .expect("ack");
+    writer
+        .publish("specs:E13-3", "spec.updated", &json!({"n": 4}))
+        .await
+        .expect("ack");
     reader.lifecycle(Lifecycle::Online);
     reader.connect().await.expect("reconnect");
     eventually(5, "recovered", || async { recorder.offsets().len() == 4 }).await;
@@ -349,18 +510,53 @@ async fn http_publish_api_reaches_subscribers_and_checks_its_key() {
     reader.connect().await.expect("connect");
     reader.channel("alerts").subscribe().await.expect("sub");
     let body = json!({ "channel": "alerts", "event": "metric.alert", "data": { "n": 7 }, "id": "alert-7" });
-    let (status, reply) = http(server.addr(), "POST", "/api/publish", Some(API_KEY), Some(&body)).await;
+    let (status, reply) = http(
+        server.addr(),
+        "POST",
+        "/api/publish",
+        Some(API_KEY),
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, 200, "{reply}");
-    let (status, reply) = http(server.addr(), "POST", "/api/publish", Some(API_KEY), Some(&body)).await;
+    let (status, reply) = http(
+        server.addr(),
+        "POST",
+        "/api/publish",
+        Some(API_KEY),
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(reply.contains("\"duplicate\":true"), "{reply}");
-    let (status, _) = http(server.addr(), "POST", "/api/publish", Some("wrong"), Some(&body)).await;
+    let (status, _) = http(
+        server.addr(),
+        "POST",
+        "/api/publish",
+        Some("wrong"),
+        Some(&body),
+    )
+    .await;
     assert_eq!(status, 401);
-    let (status, _) = http(server.addr(), "POST", "/api/publish", Some(API_KEY), Some(&json!({"channel": 5}))).await;
+    let (status, _) = http(
+        server.addr(),
+        "POST",
+        "/api/publish",
+        Some(API_KEY),
+        Some(&json!({"channel": 5})),
+    )
+    .await;
     assert_eq!(status, 400);
-    eventually(5, "delivered", || async { recorder.data("alerts").len() == 1 }).await;
+    eventually(5, "delivered", || async {
+        recorder.data("alerts").len() == 1
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(numbers(&recorder.data("alerts")), vec![7], "idempotent: delivered once");
+    assert_eq!(
+        numbers(&recorder.data("alerts")),
+        vec![7],
+        "idempotent: delivered once"
+    );
     let (status, health) = http(server.addr(), "GET", "/healthz", None, None).await;
     assert_eq!((status, health.trim()), (200, "ok"));
 }
@@ -391,15 +587,23 @@ async fn graceful_shutdown_advises_clients_to_come_back() {
     let c = client(&server.ws_url(), "david");
     let recorder = Recorder::start(&c);
     c.connect().await.expect("connect");
-    tokio::task::spawn_blocking(move || server.shutdown()).await.expect("shutdown");
+    tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .expect("shutdown");
     eventually(5, "reconnecting", || async {
         matches!(c.state(), ConnectionState::Reconnecting { .. })
     })
     .await;
-    assert!(recorder.events().iter().any(|e| matches!(e, Event::State { reason, .. } if reason == "server_disconnect:shutdown")));
+    assert!(recorder.events().iter().any(
+        |e| matches!(e, Event::State { reason, .. } if reason == "server_disconnect:shutdown")
+    ));
 }
 
-fn self_signed() -> (String, rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>) {
+fn self_signed() -> (
+    String,
+    rustls::pki_types::CertificateDer<'static>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
     let pem = cert.pem();
@@ -420,14 +624,20 @@ async fn tls_proxy(backend: std::net::SocketAddr) -> (u16, String) {
     .with_single_cert(vec![cert], key)
     .expect("server config");
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
             });
         }
@@ -447,7 +657,10 @@ async fn wss_with_a_custom_ca_works_and_an_unknown_ca_is_refused() {
         .build();
     trusted.connect().await.expect("wss connect");
     trusted.channel("secure").subscribe().await.expect("sub");
-    trusted.publish("secure", "x.y", &json!({"n": 1})).await.expect("ack");
+    trusted
+        .publish("secure", "x.y", &json!({"n": 1}))
+        .await
+        .expect("ack");
 
     let untrusted = TidingsClient::builder(&url)
         .token(token("emily"))
@@ -458,4 +671,42 @@ async fn wss_with_a_custom_ca_works_and_an_unknown_ca_is_refused() {
         Ok(Err(e)) => assert_eq!(e.code(), "connection_failed"),
         other => panic!("an unknown CA must not connect: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_file_store_keeps_the_outbox_across_a_process_restart() {
+    let server = start(config(None), None);
+    let url = server.ws_url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reader = client(&url, "reader");
+    let recorder = Recorder::start(&reader);
+    reader.connect().await.expect("connect");
+    reader.channel("notes").subscribe().await.expect("sub");
+
+    let first = TidingsClient::builder(&url)
+        .token(token("writer"))
+        .store(tidings::native::FileStore::new(dir.path()))
+        .build();
+    // Never connected: the message waits in the file store.
+    let id = first
+        .publish_queued("notes", "note.added", &json!({ "n": 1 }))
+        .await
+        .expect("durable");
+    first.close().await;
+    assert!(std::fs::read_dir(dir.path()).expect("dir").count() >= 1);
+
+    let second = TidingsClient::builder(&url)
+        .token(token("writer"))
+        .store(tidings::native::FileStore::new(dir.path()))
+        .build();
+    assert_eq!(second.outbox().await.expect("outbox")[0].entry.msg_id, id);
+    second.connect().await.expect("connect");
+    eventually(5, "delivered", || async {
+        recorder.data("notes").len() == 1
+    })
+    .await;
+    eventually(5, "acked and removed", || async {
+        second.outbox().await.map(|o| o.is_empty()).unwrap_or(false)
+    })
+    .await;
 }

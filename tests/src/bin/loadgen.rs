@@ -107,7 +107,10 @@ fn start_server(args: &Args) -> Server {
     let flags: Vec<String> = vec![
         format!("--bind=127.0.0.1:{port}"),
         format!("--jwt-secret={}", args.jwt_secret),
-        format!("--max-connections-per-ip={}", args.connections + args.publishers + 100),
+        format!(
+            "--max-connections-per-ip={}",
+            args.connections + args.publishers + 100
+        ),
         "--max-connections-per-user=5".into(),
         "--messages-per-second=100000".into(),
     ];
@@ -182,7 +185,11 @@ async fn main() {
                     .build();
                 let mut events = client.events();
                 client.connect().await.expect("connect");
-                client.channel(&channel).subscribe().await.expect("subscribe");
+                client
+                    .channel(&channel)
+                    .subscribe()
+                    .await
+                    .expect("subscribe");
                 tokio::spawn(async move {
                     let mut local = Vec::new();
                     while let Some(batch) = events.next_batch().await {
@@ -198,10 +205,16 @@ async fn main() {
                             }
                         }
                         if local.len() >= 256 {
-                            latencies.lock().unwrap_or_else(|e| e.into_inner()).append(&mut local);
+                            latencies
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .append(&mut local);
                         }
                     }
-                    latencies.lock().unwrap_or_else(|e| e.into_inner()).append(&mut local);
+                    latencies
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .append(&mut local);
                 });
                 client
             }));
@@ -247,7 +260,8 @@ async fn main() {
                 let mut n = 0u64;
                 while start.elapsed() < duration {
                     ticker.tick().await;
-                    let channel = format!("load:{}", (n as usize * publishers_count + p) % channels);
+                    let channel =
+                        format!("load:{}", (n as usize * publishers_count + p) % channels);
                     let t = origin.elapsed().as_micros() as u64;
                     if client
                         .publish_queued(&channel, "load.tick", &json!({ "t": t, "f": filler }))
@@ -296,7 +310,10 @@ async fn main() {
 
     println!("loadgen: {args:?}");
     println!("server flags: {}", server.flags.join(" "));
-    println!("connections held: {connected} / {} (opened in {connect_secs:.1} s)", args.connections);
+    println!(
+        "connections held: {connected} / {} (opened in {connect_secs:.1} s)",
+        args.connections
+    );
     println!(
         "published: {} in {publish_secs:.1} s ({:.0}/s)",
         published.load(Ordering::Relaxed),
@@ -327,4 +344,3 @@ async fn main() {
         _ => println!("server RSS: not measured (no server pid)"),
     }
 }
-
