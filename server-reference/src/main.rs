@@ -19,6 +19,10 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // One machine-readable line, so test harnesses can bind port 0 and find the server.
+    if let Ok(addr) = listener.local_addr() {
+        println!("listening on http://{addr}");
+    }
     match server_reference::run(config, listener, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
