@@ -53,7 +53,16 @@ enum Flow {
 struct Bucket {
     tokens: f32,
     last: Instant,
+    /// After a publish was refused for rate: its `msg_id`, when it may be retried, and
+    /// when the hold lapses anyway. Until that message comes back (or the hold lapses),
+    /// every other publish is refused too, so the publishes a client pipelined behind it
+    /// cannot overtake it: retries arrive in their original order (docs/protocol.md).
+    publish_hold: Option<(String, Instant, Instant)>,
 }
+
+/// How long a publish hold outlives its retry time when the refused message never
+/// comes back (the client cancelled it).
+const PUBLISH_HOLD_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct Conn {
     app: Arc<AppState>,
@@ -96,6 +105,7 @@ pub(crate) async fn serve(mut socket: WebSocket, app: Arc<AppState>, ip: IpAddr)
         bucket: Bucket {
             tokens: rate,
             last: Instant::now(),
+            publish_hold: None,
         },
     };
     // The task future holds only the idle select state (see `Conn::run`).
@@ -381,8 +391,28 @@ impl Conn {
                     .await;
             }
         };
+        let publish_id = match &frame {
+            ClientFrame::Publish { msg_id, .. } => Some(msg_id.clone()),
+            _ => None,
+        };
+        if let (Some(msg_id), Some((held, retry_at, lapses))) =
+            (&publish_id, &self.bucket.publish_hold)
+        {
+            let now = Instant::now();
+            if msg_id == held || now >= *lapses {
+                self.bucket.publish_hold = None;
+            } else {
+                let retry = retry_at.saturating_duration_since(now).as_millis().max(1) as u64;
+                return self.rate_limited(socket, frame.id(), retry).await;
+            }
+        }
         if !matches!(frame, ClientFrame::Pong { .. }) {
             if let Err(retry) = self.take_token() {
+                if let Some(msg_id) = publish_id {
+                    let retry_at = Instant::now() + std::time::Duration::from_millis(retry);
+                    self.bucket.publish_hold =
+                        Some((msg_id, retry_at, retry_at + PUBLISH_HOLD_GRACE));
+                }
                 return self.rate_limited(socket, frame.id(), retry).await;
             }
         }
@@ -729,7 +759,9 @@ impl Conn {
                 ErrorCode::Unauthorized,
                 "the new token is for another user",
             ),
-            Err(err) => error_frame(Some(id), ErrorCode::Unauthorized, err.to_string()),
+            // `token_expired` tells the client to fetch another token; `unauthorized`
+            // that this one will never work.
+            Err(err) => error_frame(Some(id), err.code(), err.to_string()),
         }
     }
 }

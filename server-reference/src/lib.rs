@@ -16,7 +16,6 @@
 //! ```
 
 // The workspace names the core `sdk-core`; its library is `tidings`.
-extern crate sdk_core as tidings;
 
 use std::future::Future;
 use std::net::SocketAddr;
