@@ -88,6 +88,16 @@ pub struct Config {
     /// `[0, this]` ms, to spread the reconnect storm.
     #[arg(long, env = "TIDINGS_SHUTDOWN_SPREAD_MS", default_value_t = 5_000)]
     pub shutdown_spread_ms: u64,
+
+    /// Serve this directory at `/` (the web demo app: `js/demo` after the web build);
+    /// without it `/` is a small page listing the endpoints.
+    #[arg(long, env = "TIDINGS_DEMO_DIR")]
+    pub demo_dir: Option<PathBuf>,
+
+    /// Enable `GET /api/dev/token?user=NAME`, which mints a one-hour token for any user
+    /// with every permission. For demos and tests only: never in production.
+    #[arg(long, env = "TIDINGS_DEV_TOKENS")]
+    pub dev_tokens: bool,
 }
 
 impl Default for Config {
@@ -109,6 +119,8 @@ impl Default for Config {
             connect_timeout_ms: 10_000,
             outbound_queue: 1024,
             shutdown_spread_ms: 5_000,
+            demo_dir: None,
+            dev_tokens: false,
         }
     }
 }

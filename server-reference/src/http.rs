@@ -22,14 +22,66 @@ use crate::AppState;
 
 /// Builds the router.
 pub(crate) fn router(app: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/", get(index))
+    let mut router = Router::new()
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/api/publish", post(publish))
-        .route("/api/broadcast", post(broadcast))
-        .with_state(app)
+        .route("/api/broadcast", post(broadcast));
+    if app.config.dev_tokens {
+        router = router.route("/api/dev/token", get(dev_token));
+    }
+    router = match &app.config.demo_dir {
+        Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
+        None => router.route("/", get(index)),
+    };
+    router.with_state(app)
+}
+
+#[derive(Deserialize)]
+struct DevTokenQuery {
+    user: String,
+}
+
+/// `GET /api/dev/token?user=NAME` (only with `--dev-tokens`): a one-hour token with every
+/// permission, and the WebSocket URL to use it on.
+async fn dev_token(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<DevTokenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(axum::extract::Query(DevTokenQuery { user })) = query else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "query parameter `user` is required",
+        );
+    };
+    let valid = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !valid {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "`user` must be 1..=64 characters of letters, digits, `-`, `_` or `.`",
+        );
+    }
+    let claims = crate::Claims {
+        sub: user.clone(),
+        exp: Some(crate::util::now_secs() + 3_600),
+        channels: vec!["*".into()],
+        publish: vec!["*".into()],
+        info: Some(json!({ "name": user })),
+    };
+    let token = crate::mint_token(&app.config.jwt_secret, &claims);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    Json(json!({ "token": token, "url": format!("ws://{host}/ws") })).into_response()
 }
 
 async fn ws(

@@ -710,3 +710,47 @@ async fn the_file_store_keeps_the_outbox_across_a_process_restart() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn demo_dir_and_dev_tokens_serve_the_demo_app() {
+    let demo = tempfile::tempdir().expect("tempdir");
+    std::fs::write(demo.path().join("index.html"), "<h1>demo</h1>").expect("write");
+    let mut cfg = config(None);
+    cfg.demo_dir = Some(demo.path().to_path_buf());
+    cfg.dev_tokens = true;
+    let server = start(cfg, None);
+    let (status, body) = http(server.addr(), "GET", "/", None, None).await;
+    assert_eq!((status, body.as_str()), (200, "<h1>demo</h1>"));
+
+    let (status, body) = http(
+        server.addr(),
+        "GET",
+        "/api/dev/token?user=alice",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(reply["url"], server.ws_url());
+    let alice = TidingsClient::builder(reply["url"].as_str().expect("url"))
+        .token(reply["token"].as_str().expect("token"))
+        .build();
+    alice.connect().await.expect("the dev token works");
+    let (status, _) = http(
+        server.addr(),
+        "GET",
+        "/api/dev/token?user=bad%20name",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // Off by default.
+    let plain = start(config(None), None);
+    let (status, _) = http(plain.addr(), "GET", "/api/dev/token?user=alice", None, None).await;
+    assert_eq!(status, 404);
+    let (status, index) = http(plain.addr(), "GET", "/", None, None).await;
+    assert!(status == 200 && index.contains("/ws"));
+}
