@@ -251,6 +251,8 @@ pub struct Client {
 }
 
 const MAX_EVENT_NAME: usize = 128;
+/// Pause before asking the token provider again after it failed during a refresh.
+const TOKEN_RETRY_MS: u64 = 5_000;
 
 impl Client {
     /// A new client. `seed` feeds the jitter and message-id generator: pass a random value
@@ -1136,8 +1138,12 @@ impl Client {
                 self.push_event(Event::Error {
                     error: ClientError::TokenProvider(message),
                 });
-                if purpose == TokenPurpose::Connect {
-                    self.connection_lost("token_error", None);
+                match purpose {
+                    TokenPurpose::Connect => self.connection_lost("token_error", None),
+                    // Try again shortly; the server disconnects only once `exp` passes.
+                    TokenPurpose::Refresh => {
+                        self.refresh_at = Some(self.now.mono_ms + TOKEN_RETRY_MS);
+                    }
                 }
             }
         }

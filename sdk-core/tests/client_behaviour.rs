@@ -955,3 +955,29 @@ fn temporarily_refused_subscriptions_are_retried_after_the_advised_delay() {
     h.advance(2);
     assert_eq!(count(&h), 2, "resent after retry_after_ms");
 }
+
+#[test]
+fn a_failed_refresh_is_retried_before_the_token_expires() {
+    let exp_s = (WALL + 1_000 + 120_000) / 1000;
+    let mut h = Harness::new(|o| {
+        o.token = Some(token("david", Some(exp_s)));
+        o.token_provider = true;
+    });
+    h.go_live();
+    h.keep_alive(95_000);
+    let fetches = |h: &Harness| {
+        h.outputs
+            .iter()
+            .filter(|o| matches!(o, Output::FetchToken))
+            .count()
+    };
+    assert_eq!(fetches(&h), 1);
+    h.input(Input::Token(Err("auth server down".into())));
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Error { error } if error.code() == "token_provider")));
+    h.keep_alive(6_000);
+    assert_eq!(fetches(&h), 2, "asked again after 5 s");
+    assert_eq!(h.client.state(), &ConnectionState::Connected);
+}
