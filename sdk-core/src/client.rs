@@ -405,14 +405,7 @@ impl Client {
     /// Replace the token (e.g. after the app signed in again). Used at the next connect;
     /// on a live connection it is sent with `refresh`.
     pub fn set_token(&mut self, token: String) {
-        let claims = peek_claims(&token);
-        self.token_exp_ms = claims.exp.map(|s| s.saturating_mul(1000));
-        if self.options.user.is_none() {
-            if let Some(sub) = claims.sub {
-                self.user = Some(sub);
-            }
-        }
-        self.token = Some(token);
+        self.adopt_token(token);
         self.schedule_refresh();
         if let Link::Live { .. } = self.link {
             self.send_refresh();
@@ -1104,14 +1097,7 @@ impl Client {
         };
         match result {
             Ok(token) => {
-                let claims = peek_claims(&token);
-                self.token_exp_ms = claims.exp.map(|s| s.saturating_mul(1000));
-                if self.options.user.is_none() {
-                    if let Some(sub) = claims.sub {
-                        self.user = Some(sub);
-                    }
-                }
-                self.token = Some(token);
+                self.adopt_token(token);
                 match (purpose, &self.link) {
                     (TokenPurpose::Connect, Link::AwaitingToken { .. }) => {
                         self.link = Link::Idle;
@@ -1147,6 +1133,18 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Takes a token's expiry and (unless `Options::user` is set) its user.
+    fn adopt_token(&mut self, token: String) {
+        let claims = peek_claims(&token);
+        self.token_exp_ms = claims.exp.map(|s| s.saturating_mul(1000));
+        if self.options.user.is_none() {
+            if let Some(sub) = claims.sub {
+                self.user = Some(sub);
+            }
+        }
+        self.token = Some(token);
     }
 
     fn schedule_refresh(&mut self) {

@@ -288,18 +288,9 @@ impl TidingsClient {
         event: &str,
         data: &T,
     ) -> Result<String, ClientError> {
-        let data = to_payload(data)?;
-        let (accepted, wait) = oneshot::channel();
-        self.commands
-            .send(Command::Publish {
-                channel: channel.into(),
-                event: event.into(),
-                data,
-                accepted,
-                acked: None,
-            })
-            .map_err(|_| ClientError::Closed)?;
-        wait.await.map_err(|_| ClientError::Closed)?
+        self.send_publish(channel, event, data, None)?
+            .await
+            .map_err(|_| ClientError::Closed)?
     }
 
     /// Publishes and resolves once the server acked it (or with the reason it failed).
@@ -309,20 +300,31 @@ impl TidingsClient {
         event: &str,
         data: &T,
     ) -> Result<Ack, ClientError> {
-        let data = to_payload(data)?;
-        let (accepted, accepted_wait) = oneshot::channel();
         let (acked, acked_wait) = oneshot::channel();
+        let accepted_wait = self.send_publish(channel, event, data, Some(acked))?;
+        accepted_wait.await.map_err(|_| ClientError::Closed)??;
+        acked_wait.await.map_err(|_| ClientError::Closed)?
+    }
+
+    /// Hands a publish to the driver; the returned receiver resolves once it is durable.
+    fn send_publish<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        event: &str,
+        data: &T,
+        acked: Option<Reply<Result<Ack, ClientError>>>,
+    ) -> Result<oneshot::Receiver<Result<String, ClientError>>, ClientError> {
+        let (accepted, accepted_wait) = oneshot::channel();
         self.commands
             .send(Command::Publish {
                 channel: channel.into(),
                 event: event.into(),
-                data,
+                data: to_payload(data)?,
                 accepted,
-                acked: Some(acked),
+                acked,
             })
             .map_err(|_| ClientError::Closed)?;
-        accepted_wait.await.map_err(|_| ClientError::Closed)??;
-        acked_wait.await.map_err(|_| ClientError::Closed)?
+        Ok(accepted_wait)
     }
 
     /// Cancels a message that was not sent yet.
