@@ -1,0 +1,61 @@
+// Builds the npm package: the wasm core (wasm-pack, custom size profile), wasm-opt -Oz
+// (npm binaryen), the TypeScript wrapper (esbuild, ESM) and its .d.ts (tsc), then copies
+// the result into demo/pkg for the demo page.
+//
+//   node scripts/build.mjs            full build
+//   node scripts/build.mjs --no-wasm  reuse js/wasm (TypeScript changes only)
+import { execFileSync } from "node:child_process";
+import { cpSync, mkdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as esbuild from "esbuild";
+
+const js = join(dirname(fileURLToPath(import.meta.url)), "..");
+const root = join(js, "..");
+const bin = (name) => join(js, "node_modules", ".bin", name);
+const run = (cmd, args, cwd = root) => execFileSync(cmd, args, { cwd, stdio: "inherit" });
+
+if (!process.argv.includes("--no-wasm")) {
+  // wasm-bindgen comes from PATH (installed by scripts/setup-web.sh at the exact version).
+  run("wasm-pack", [
+    "build", "sdk-wasm", "--target", "web", "--profile", "wasm-release", "--no-opt",
+    "--mode", "no-install", "--no-pack", "--out-dir", "../js/wasm", "--out-name", "tidings_wasm",
+  ]);
+  run(bin("wasm-opt"), [
+    "-Oz", "--enable-bulk-memory", "--enable-mutable-globals", "--enable-nontrapping-float-to-int",
+    "--enable-sign-ext", "--enable-reference-types", "--enable-multivalue",
+    "--strip-debug", "--strip-producers",
+    "wasm/tidings_wasm_bg.wasm", "-o", "wasm/tidings_wasm_bg.wasm",
+  ], js);
+}
+
+const dist = join(js, "dist");
+rmSync(dist, { recursive: true, force: true });
+mkdirSync(dist, { recursive: true });
+await esbuild.build({
+  entryPoints: { index: join(js, "src/index.ts"), testing: join(js, "src/testing.ts") },
+  outdir: dist,
+  bundle: true,
+  splitting: true,
+  format: "esm",
+  platform: "neutral",
+  target: "es2020",
+  minify: true,
+  legalComments: "none",
+  chunkNames: "chunk-[hash]",
+  logLevel: "warning",
+});
+cpSync(join(js, "wasm/tidings_wasm_bg.wasm"), join(dist, "tidings_wasm_bg.wasm"));
+
+// Declarations: tsc for the wrapper, the wasm-bindgen one for the glue it references.
+run(bin("tsc"), ["-p", "tsconfig.json"], js);
+mkdirSync(join(dist, "types/wasm"), { recursive: true });
+cpSync(join(js, "wasm/tidings_wasm.d.ts"), join(dist, "types/wasm/tidings_wasm.d.ts"));
+writeFileSync(join(dist, "index.d.ts"), 'export * from "./types/src/index.js";\n');
+writeFileSync(join(dist, "testing.d.ts"), 'export * from "./types/src/testing.js";\n');
+
+const pkg = join(js, "demo/pkg");
+rmSync(pkg, { recursive: true, force: true });
+cpSync(dist, pkg, { recursive: true, filter: (src) => !src.includes(`${"/"}types`) });
+if (!existsSync(join(pkg, "index.js"))) throw new Error("demo/pkg was not written");
+console.log("built js/dist and js/demo/pkg");

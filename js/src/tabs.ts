@@ -1,0 +1,535 @@
+// One socket for all tabs of an origin (per server URL + user).
+//
+// Tabs elect a leader with Web Locks (`navigator.locks`), falling back to a heartbeat-only
+// election where Web Locks are missing. The leader runs the wasm core (socket, outbox,
+// IndexedDB); the others (followers) send it commands over a BroadcastChannel and receive
+// every event batch from it.
+//
+// Protocol (all messages carry the sender's tab id as `from`):
+//   leader   {t:"leader", epoch}            I lead from now on (after election or steal)
+//   hb       {t:"hb", epoch}                leader heartbeat, every HEARTBEAT_MS
+//   events   {t:"events", epoch, json}      one flushed event batch (JSON text)
+//   resign   {t:"resign", epoch}            the leader stops (tab closing, frozen)
+//   hello    {t:"hello", subs, connect}     a follower's subscriptions, sent to each new leader
+//   welcome  {t:"welcome", to, state}       the leader's answer to hello (connection state)
+//   bye      {t:"bye"}                      a tab leaves (its subscriptions are released)
+//   cmd      {t:"cmd", id, op, args}        a command for the leader
+//   reply    {t:"reply", to, id, ok, value | error}
+//   accepted {t:"accepted", to, id, msgId}  a publish got its message id ...
+//   queued   {t:"queued", to, id}           ... and is durable in the leader's outbox
+//
+// Leadership has an epoch (`max(Date.now(), highest seen + 1)`): messages of an older epoch
+// are ignored, and a leader that hears a newer one steps down. A frozen leader keeps its
+// lock, so followers that miss heartbeats for TAKEOVER_MS take it with `steal`; the old
+// leader's lock promise rejects when it wakes and it steps down (closing its socket).
+// Subscriptions are reference-counted per tab on the leader. Each tab dedupes deliveries
+// by (channel, epoch, offset) itself, so a takeover that replays from the positions stored
+// in IndexedDB delivers nothing twice.
+import { errorData, toError, TidingsError } from "./errors.js";
+import { LocalBackend, type Backend, type LocalConfig } from "./backend.js";
+import type { Ack } from "./types.js";
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+
+export const HEARTBEAT_MS = 1000;
+export const TAKEOVER_MS = 3000;
+
+type Role = "electing" | "leader" | "follower";
+
+interface Request {
+  id: number;
+  op: string;
+  args: any[];
+  resolve: (v: any) => void;
+  reject: (e: unknown) => void;
+  msgId?: string;
+  queued?: boolean;
+}
+
+export interface TabHost {
+  /** Raw batch (JSON text) for this tab's client. */
+  onBatch(json: string): void;
+  /** A new leader answered (raw connection state). */
+  onWelcome(state: any): void;
+  onLeader(isLeader: boolean): void;
+  /** This tab's subscriptions and whether it wants a connection (for hello). */
+  wanted(): { subs: string[]; connect: boolean };
+}
+
+const randomId = () =>
+  Math.random().toString(36).slice(2, 10) + Date.now().toString(36).slice(-4);
+
+export class TabGroup implements Backend {
+  readonly tabId = randomId();
+  role: Role = "electing";
+  private epoch = 0;
+  private leaderId?: string;
+  private lastSeen = Date.now();
+  private channel: BroadcastChannel;
+  private lockName: string;
+  private lockAbort?: AbortController;
+  private releaseLock?: () => void;
+  private local?: LocalBackend;
+  private heartbeat?: ReturnType<typeof setInterval>;
+  private watchdog?: ReturnType<typeof setInterval>;
+  private nextId = 1;
+  private requests = new Map<number, Request>();
+  private closed = false;
+  // Leader state: who wants what.
+  private refs = new Map<string, Set<string>>();
+  private wantConnect = new Set<string>();
+
+  constructor(
+    namespace: string,
+    private config: Omit<LocalConfig, "onBatch">,
+    private host: TabHost,
+  ) {
+    this.channel = new BroadcastChannel("tidings:" + namespace);
+    this.lockName = "tidings:" + namespace;
+    this.channel.onmessage = (e) => this.onMessage(e.data);
+    this.watchdog = setInterval(() => this.tick(), HEARTBEAT_MS);
+    if (hasLocks()) {
+      this.queueForLock();
+    }
+    // Ask whoever leads to announce itself (a heartbeat comes within a second anyway).
+    this.post({ t: "hello", ...this.host.wanted() });
+  }
+
+  get isLeader(): boolean {
+    return this.role === "leader";
+  }
+
+  // ---------------------------------------------------------------- election
+
+  private queueForLock(): void {
+    this.lockAbort = new AbortController();
+    navigator.locks
+      .request(this.lockName, { signal: this.lockAbort.signal }, () => this.holdLock())
+      .catch(() => this.lostLock());
+  }
+
+  private holdLock(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.becomeLeader();
+    return new Promise<void>((resolve) => {
+      this.releaseLock = resolve;
+    });
+  }
+
+  private lostLock(): void {
+    // Rejected: aborted before we got it (a steal of ours replaced it), or stolen while
+    // we held it (we were frozen and someone took over).
+    if (this.role === "leader" && this.releaseLock) this.stepDown("lock lost");
+  }
+
+  private takeOver(): void {
+    if (this.closed || this.role === "leader") return;
+    if (hasLocks()) {
+      this.lockAbort?.abort();
+      this.lockAbort = undefined;
+      navigator.locks
+        .request(this.lockName, { steal: true }, () => this.holdLock())
+        .catch(() => this.lostLock());
+    } else {
+      this.becomeLeader();
+    }
+  }
+
+  private tick(): void {
+    if (this.closed || this.role === "leader") return;
+    if (Date.now() - this.lastSeen > TAKEOVER_MS) {
+      // No heartbeat: the leader is gone or frozen (or there never was one).
+      this.lastSeen = Date.now();
+      this.takeOver();
+    }
+  }
+
+  private becomeLeader(): void {
+    if (this.role === "leader") return;
+    this.role = "leader";
+    this.epoch = Math.max(Date.now(), this.epoch + 1);
+    this.leaderId = this.tabId;
+    this.refs.clear();
+    this.wantConnect.clear();
+    const epoch = this.epoch;
+    this.local = new LocalBackend({
+      ...this.config,
+      onBatch: (json) => {
+        if (this.role !== "leader" || this.epoch !== epoch) return;
+        this.post({ t: "events", epoch, json });
+        this.host.onBatch(json);
+      },
+    });
+    this.post({ t: "leader", epoch });
+    this.heartbeat = setInterval(() => this.post({ t: "hb", epoch }), HEARTBEAT_MS);
+    // Our own wishes first, then whatever was waiting for a leader.
+    this.onHello(this.tabId, this.host.wanted());
+    this.resendPending();
+    this.host.onLeader(true);
+  }
+
+  /** Stops leading: closes the socket, releases the lock, rejoins as a follower. */
+  stepDown(_why: string): void {
+    if (this.role !== "leader") return;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+    this.local?.close();
+    this.local = undefined;
+    this.post({ t: "resign", epoch: this.epoch });
+    this.role = "follower";
+    this.leaderId = undefined;
+    this.lastSeen = Date.now();
+    const release = this.releaseLock;
+    this.releaseLock = undefined;
+    release?.();
+    this.host.onLeader(false);
+    if (!this.closed && hasLocks()) this.queueForLock();
+  }
+
+  /** Page is being frozen or hidden in the back/forward cache. */
+  suspend(): void {
+    if (this.role === "leader") this.stepDown("frozen");
+  }
+
+  /** Page resumed: make sure the current leader knows our subscriptions. */
+  resume(): void {
+    this.lastSeen = Date.now();
+    if (this.role !== "leader") this.post({ t: "hello", ...this.host.wanted() });
+  }
+
+  // ---------------------------------------------------------------- messages
+
+  private post(message: any): void {
+    if (this.closed && message.t !== "bye" && message.t !== "resign") return;
+    try {
+      this.channel.postMessage({ ...message, from: this.tabId });
+    } catch {
+      // Channel closed.
+    }
+  }
+
+  private seeEpoch(epoch: number, from: string): boolean {
+    if (epoch < this.epoch) return false;
+    if (epoch === this.epoch && this.leaderId && from !== this.leaderId) {
+      // Two leaders with one epoch (no Web Locks): the larger tab id wins.
+      if (from < this.leaderId) return false;
+    }
+    if (this.role === "leader" && from !== this.tabId) {
+      this.stepDown("newer leader");
+    }
+    const changed = this.leaderId !== from || this.epoch !== epoch;
+    this.epoch = epoch;
+    this.leaderId = from;
+    this.lastSeen = Date.now();
+    if (changed) {
+      this.role = "follower";
+      this.onNewLeader();
+    }
+    return true;
+  }
+
+  private onMessage(m: any): void {
+    if (this.closed || !m || m.from === this.tabId) return;
+    switch (m.t) {
+      case "leader":
+      case "hb":
+        this.seeEpoch(m.epoch, m.from);
+        break;
+      case "events":
+        if (this.seeEpoch(m.epoch, m.from)) this.onFollowerBatch(m.json);
+        break;
+      case "resign":
+        if (m.epoch === this.epoch && m.from === this.leaderId) {
+          this.leaderId = undefined;
+          // The lock is free: a queued tab gets it at once. Without Web Locks, race.
+          if (!hasLocks()) setTimeout(() => this.tick(), Math.random() * 300);
+          this.lastSeen = Date.now() - TAKEOVER_MS + 500;
+        }
+        break;
+      case "hello":
+        if (this.role === "leader") this.onHello(m.from, m);
+        break;
+      case "bye":
+        if (this.role === "leader") this.onBye(m.from);
+        break;
+      case "cmd":
+        if (this.role === "leader") this.onCommand(m.from, m.id, m.op, m.args);
+        break;
+      case "welcome":
+        if (m.to === this.tabId && m.from === this.leaderId) this.host.onWelcome(m.state);
+        break;
+      case "reply":
+        if (m.to === this.tabId) this.onReply(m);
+        break;
+      case "accepted": {
+        const r = m.to === this.tabId && this.requests.get(m.id);
+        if (r) r.msgId = m.msgId;
+        break;
+      }
+      case "queued": {
+        const r = m.to === this.tabId && this.requests.get(m.id);
+        if (r) r.queued = true;
+        break;
+      }
+    }
+  }
+
+  private onFollowerBatch(json: string): void {
+    this.host.onBatch(json);
+    // Publishes of this tab resolve from the leader's message events.
+    if (![...this.requests.values()].some((r) => r.msgId)) return;
+    let events: any[];
+    try {
+      events = JSON.parse(json);
+    } catch {
+      return;
+    }
+    for (const e of events) {
+      if (e.type !== "message") continue;
+      for (const r of this.requests.values()) {
+        if (r.msgId !== e.msg_id) continue;
+        if (e.status.status === "acked") {
+          this.requests.delete(r.id);
+          r.resolve({ msgId: e.msg_id, epoch: e.status.epoch, offset: e.status.offset });
+        } else if (e.status.status === "failed") {
+          this.requests.delete(r.id);
+          r.reject(toError(e.status.error));
+        } else if (e.status.status !== "persisting") {
+          r.queued = true;
+        }
+      }
+    }
+  }
+
+  /** A new leader: tell it what we want and resend what it may not have seen. */
+  private onNewLeader(): void {
+    this.post({ t: "hello", ...this.host.wanted() });
+    this.resendPending();
+  }
+
+  private resendPending(): void {
+    const publishes: Request[] = [];
+    for (const r of this.requests.values()) {
+      if (r.op === "publish" && r.msgId) publishes.push(r);
+      else this.send(r);
+    }
+    if (publishes.length === 0) return;
+    // A publish the old leader accepted: if the new leader's outbox (restored from
+    // IndexedDB) has it, it will be sent and acked from there. If not, it was either never
+    // made durable (so never sent: publish it again) or finished while no one listened.
+    this.request("outbox", [])
+      .then((outbox: any[]) => {
+        const ids = new Set(outbox.map((m) => m.msg_id));
+        for (const r of publishes) {
+          if (!this.requests.has(r.id) || ids.has(r.msgId!)) continue;
+          if (r.queued) {
+            this.requests.delete(r.id);
+            r.resolve({ msgId: r.msgId!, epoch: "", offset: 0 });
+          } else {
+            r.msgId = undefined;
+            this.send(r);
+          }
+        }
+      })
+      .catch(() => {});
+  }
+
+  private send(r: Request): void {
+    if (this.role === "leader") this.runLocally(r);
+    // Without a known leader it waits: a new leader gets every pending request.
+    else if (this.leaderId) this.post({ t: "cmd", id: r.id, op: r.op, args: r.args });
+  }
+
+  /** A leader that stepped down answers `closed`: keep the request for the next one. */
+  private retryable(error: TidingsError): boolean {
+    return error.code === "closed" && !this.closed;
+  }
+
+  private onReply(m: any): void {
+    const r = this.requests.get(m.id);
+    if (!r) return;
+    const error = m.ok ? undefined : toError(m.error);
+    if (error && this.retryable(error)) return;
+    this.requests.delete(m.id);
+    if (error) r.reject(error);
+    else r.resolve(m.value);
+  }
+
+  /** Runs a command through the leader (this tab or another). */
+  private request(op: string, args: any[]): Promise<any> {
+    return new Promise((resolve, reject) => {
+      const r: Request = { id: this.nextId++, op, args, resolve, reject };
+      this.requests.set(r.id, r);
+      if (this.closed) {
+        this.requests.delete(r.id);
+        reject(new TidingsError("closed", "client is closed"));
+        return;
+      }
+      this.send(r);
+    });
+  }
+
+  private runLocally(r: Request): void {
+    this.execute(this.tabId, r.op, r.args, {
+      accepted: (msgId) => (r.msgId = msgId),
+      queued: () => (r.queued = true),
+    }).then(
+      (value) => {
+        if (this.requests.delete(r.id)) r.resolve(value);
+      },
+      (e) => {
+        const error = toError(e);
+        if (this.retryable(error)) return;
+        if (this.requests.delete(r.id)) r.reject(error);
+      },
+    );
+  }
+
+  // ---------------------------------------------------------------- leader side
+
+  private onCommand(from: string, id: number, op: string, args: any[]): void {
+    this.execute(from, op, args, {
+      accepted: (msgId) => this.post({ t: "accepted", to: from, id, msgId }),
+      queued: () => this.post({ t: "queued", to: from, id }),
+    }).then(
+      (value) => this.post({ t: "reply", to: from, id, ok: true, value }),
+      (error) => this.post({ t: "reply", to: from, id, ok: false, error: errorData(toError(error)) }),
+    );
+  }
+
+  private onHello(from: string, wanted: { subs: string[]; connect: boolean }): void {
+    const local = this.local;
+    if (!local) return;
+    for (const channel of wanted.subs ?? []) this.addRef(from, channel).catch(() => {});
+    if (wanted.connect) {
+      this.wantConnect.add(from);
+      local.connect().catch(() => {});
+    }
+    if (from !== this.tabId) {
+      local.ready.then(
+        () => this.post({ t: "welcome", to: from, state: local.stateNow() }),
+        () => {},
+      );
+    }
+  }
+
+  private onBye(from: string): void {
+    for (const [channel, tabs] of this.refs) {
+      if (tabs.delete(from) && tabs.size === 0) {
+        this.refs.delete(channel);
+        this.local?.unsubscribe(channel).catch(() => {});
+      }
+    }
+    if (this.wantConnect.delete(from) && this.wantConnect.size === 0) this.local?.disconnect();
+  }
+
+  private addRef(from: string, channel: string): Promise<void> {
+    let tabs = this.refs.get(channel);
+    if (!tabs) this.refs.set(channel, (tabs = new Set()));
+    tabs.add(from);
+    return this.local!.subscribe(channel);
+  }
+
+  private async execute(
+    from: string,
+    op: string,
+    args: any[],
+    hooks: { accepted: (msgId: string) => void; queued: () => void },
+  ): Promise<any> {
+    const local = this.local;
+    if (!local) throw new TidingsError("closed", "not the leader");
+    switch (op) {
+      case "connect":
+        this.wantConnect.add(from);
+        return local.connect();
+      case "disconnect":
+        this.wantConnect.delete(from);
+        if (this.wantConnect.size === 0) local.disconnect();
+        return;
+      case "subscribe":
+        return this.addRef(from, args[0]);
+      case "unsubscribe": {
+        const tabs = this.refs.get(args[0]);
+        if (tabs?.delete(from) && tabs.size === 0) {
+          this.refs.delete(args[0]);
+          return local.unsubscribe(args[0]);
+        }
+        return;
+      }
+      case "publish":
+        return local.publishWith(args[0], args[1], args[2], hooks.accepted, hooks.queued);
+      case "cancel":
+        return local.cancel(args[0]);
+      case "outbox":
+        return local.outbox();
+      case "stats":
+        return local.stats();
+      case "clear":
+        this.refs.clear();
+        return local.clear();
+      case "setToken":
+        return local.setToken(args[0]);
+      case "lifecycle":
+        return local.lifecycle(args[0]);
+      default:
+        throw new TidingsError("bad_request", "unknown command " + op);
+    }
+  }
+
+  // ---------------------------------------------------------------- Backend
+
+  connect(): Promise<void> {
+    return this.request("connect", []);
+  }
+  disconnect(): void {
+    this.request("disconnect", []).catch(() => {});
+  }
+  clear(): Promise<void> {
+    return this.request("clear", []);
+  }
+  subscribe(channel: string): Promise<void> {
+    return this.request("subscribe", [channel]);
+  }
+  unsubscribe(channel: string): Promise<void> {
+    return this.request("unsubscribe", [channel]);
+  }
+  publish(channel: string, event: string, json: string): Promise<Ack> {
+    return this.request("publish", [channel, event, json]);
+  }
+  cancel(msgId: string): Promise<void> {
+    return this.request("cancel", [msgId]);
+  }
+  outbox(): Promise<any[]> {
+    return this.request("outbox", []);
+  }
+  stats(): Promise<any> {
+    return this.request("stats", []);
+  }
+  lifecycle(change: "online" | "offline" | "suspended" | "resumed"): void {
+    // Every tab sees the same network; only the socket holder acts on it.
+    if (this.role === "leader") this.local?.lifecycle(change);
+  }
+  setToken(token: string): void {
+    this.request("setToken", [token]).catch(() => {});
+  }
+  close(): void {
+    if (this.closed) return;
+    if (this.role === "leader") this.stepDown("closed");
+    this.post({ t: "bye" });
+    this.closed = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.lockAbort?.abort();
+    for (const r of this.requests.values()) r.reject(new TidingsError("closed", "client is closed"));
+    this.requests.clear();
+    this.channel.close();
+  }
+}
+
+function hasLocks(): boolean {
+  return typeof navigator !== "undefined" && !!(navigator as any).locks?.request;
+}
+
+/** True where tabs can share a socket (BroadcastChannel exists). */
+export function canShare(): boolean {
+  return typeof BroadcastChannel === "function";
+}
