@@ -65,7 +65,8 @@ mvn_args=(-B -q -Dstyle.color=never -f sdk-mobile/kotlin/pom.xml test
   "-Djna.library.path=$(dirname "$lib")"
   "-Dtidings.server=$server")
 status=0
-mvn "${mvn_args[@]}" || status=$?
+# (strip the colour codes Maven 3.8 prints even in batch mode)
+mvn "${mvn_args[@]}" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' || status=$?
 
 # Surefire's per-class summaries (mvn -q hides its console summary).
 reports=sdk-mobile/kotlin/target/surefire-reports

@@ -769,3 +769,45 @@ async fn wss_with_the_ca_pem_option() {
     untrusted.close().await;
     drop(server);
 }
+
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl TokenProvider for Unreachable {
+    async fn fetch_token(&self) -> Result<String, TidingsError> {
+        Err(TidingsError::Auth {
+            code: "token_provider".into(),
+            detail: "offline".into(),
+        })
+    }
+}
+
+/// An app that starts offline with only a token provider cannot learn its user from a
+/// token; with `user` set, its stored outbox is still loaded at start.
+#[tokio::test]
+async fn with_a_token_provider_offline_the_user_setting_finds_the_stored_outbox() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let url = "ws://127.0.0.1:9/ws".to_string(); // nothing listens: offline
+    let config = || ClientConfig {
+        url: url.clone(),
+        user: Some("frank".into()),
+        database_path: Some(db.to_string_lossy().into_owned()),
+        ..ClientConfig::default()
+    };
+    let first = TidingsClient::new(config(), Some(Arc::new(Unreachable))).expect("client");
+    let id = first
+        .publish_queued("chat".into(), "msg".into(), r#"{"n":1}"#.into())
+        .await
+        .expect("durable");
+    first.close().await;
+    drop(first);
+
+    let second = TidingsClient::new(config(), Some(Arc::new(Unreachable))).expect("client");
+    let outbox = second.outbox().await.expect("outbox");
+    assert_eq!(
+        outbox.iter().map(|m| m.msg_id.clone()).collect::<Vec<_>>(),
+        vec![id]
+    );
+    second.close().await;
+}

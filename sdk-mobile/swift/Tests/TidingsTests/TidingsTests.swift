@@ -168,22 +168,23 @@ final class TidingsTests: XCTestCase {
         var incoming = recognitions.publications().makeAsyncIterator()
         try await recognitions.subscribe()
 
-        // The app's back end publishes through the HTTP API ...
-        try await backendPublish(server, channel: "recognitions", event: "recognition.created",
-                                 dataJson: #"{"to":"david","n":1}"#)
-        let publication = await incoming.next()
-        XCTAssertEqual(publication?.event, "recognition.created")
-        XCTAssertEqual(publication?.publisher, "server")
-
-        // ... and another user from their app.
+        // Another user publishes from their app (returns once the server acked it) ...
         let emily = try TidingsClient(url: url, token: token("emily"))
         try await emily.connect()
         let ack = try await emily.channel(name: "recognitions")
             .publish(event: "recognition.created", data: #"{"to":"david","text":"Great demo!"}"#)
-        let next = await incoming.next()
-        XCTAssertEqual(next?.offset, ack.offset)
+        // ... and the app's back end through the HTTP publish API.
+        try await backendPublish(server, channel: "recognitions", event: "recognition.created",
+                                 dataJson: #"{"to":"david","n":1}"#)
+
+        let fromEmily = await incoming.next()
+        let fromBackend = await incoming.next()
+        XCTAssertEqual(fromEmily?.event, "recognition.created")
+        XCTAssertEqual(fromEmily?.offset, ack.offset)
+        XCTAssertEqual(fromBackend?.publisher, "server")
         // --- end quickstart ---
 
+        XCTAssertEqual(fromEmily?.publisher, "emily")
         XCTAssertEqual(david.state(), .connected)
         let stats = try await emily.stats()
         XCTAssertEqual(stats.messagesAcked, 1)

@@ -18,7 +18,8 @@ import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.cancelAndJoin
 import kotlinx.coroutines.delay
-import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
@@ -166,28 +167,27 @@ class TidingsTest {
         val david = tidingsClient(url, token = token("david"), databasePath = databasePath)
         david.connect()
         val recognitions = david.channel("recognitions")
-        val incoming = async { recognitions.publications().first() }
+        val incoming = async { recognitions.publications().take(2).toList() }
         recognitions.subscribe()
 
-        // The app's back end publishes through the HTTP API ...
-        backendPublish(servers.current, "recognitions", "recognition.created", """{"to":"david","n":1}""")
-        val publication = incoming.await()
-        assertEquals("recognition.created", publication.event)
-        assertEquals("server", publication.publisher)
-
-        // ... and another user from their app.
+        // Another user publishes from their app (returns once the server acked it) ...
         val emily = tidingsClient(url, token = token("emily"))
         emily.connect()
-        val next = async { recognitions.publications().first() }
-        delay(100) // let the collector register
         val ack = emily.channel("recognitions")
             .publish("recognition.created", """{"to":"david","text":"Great demo!"}""")
-        assertEquals(ack.offset, next.await().offset)
+        // ... and the app's back end through the HTTP publish API.
+        backendPublish(servers.current, "recognitions", "recognition.created", """{"to":"david","n":1}""")
+
+        val (fromEmily, fromBackend) = incoming.await()
+        assertEquals("recognition.created", fromEmily.event)
+        assertEquals(ack.offset, fromEmily.offset)
+        assertEquals("server", fromBackend.publisher)
         // --- end quickstart ---
 
+        assertTrue(fromEmily.data.contains("Great demo!"), fromEmily.data)
+        assertEquals("emily", fromEmily.publisher)
         assertEquals(ConnectionState.Connected, david.state())
         assertEquals(1uL, emily.stats().messagesAcked)
-        assertTrue(publication.data.contains("\"to\":\"david\""), publication.data)
 
         val bad = assertThrowsSuspending<TidingsException> {
             emily.publish("recognitions", "x", "{not json")
