@@ -215,9 +215,23 @@ impl Store for SharedSqlite {
 
 // ------------------------------------------------------------------ the client
 
-#[derive(Debug, Default)]
+/// What a client and its channels share. When the last of them is freed (Kotlin's
+/// `AutoCloseable.close()` or the garbage collector, Swift's deinit), the client stops as
+/// with `close()`, without waiting; a channel still in use keeps its client running.
+#[derive(Debug)]
 struct ClientShared {
+    client: native::TidingsClient,
     handles: Mutex<Vec<Weak<ListenerHandle>>>,
+}
+
+impl Drop for ClientShared {
+    fn drop(&mut self) {
+        self.cancel_all();
+        if let Ok(runtime) = runtime() {
+            let client = self.client.clone();
+            runtime.spawn(async move { client.close().await });
+        }
+    }
 }
 
 impl ClientShared {
@@ -246,18 +260,6 @@ impl std::fmt::Debug for TidingsClient {
         f.debug_struct("TidingsClient")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
-    }
-}
-
-/// Dropping the last reference (Kotlin's `AutoCloseable.close()` / the garbage collector,
-/// Swift's deinit) stops the client like `close()`, without waiting.
-impl Drop for TidingsClient {
-    fn drop(&mut self) {
-        self.shared.cancel_all();
-        if let Ok(runtime) = runtime() {
-            let inner = self.inner.clone();
-            runtime.spawn(async move { inner.close().await });
-        }
     }
 }
 
@@ -313,10 +315,16 @@ impl TidingsClient {
             });
         }
         let runtime = runtime()?;
-        let _enter = runtime.enter();
+        let inner = {
+            let _enter = runtime.enter();
+            builder.build()
+        };
         Ok(Arc::new(Self {
-            inner: builder.build(),
-            shared: Arc::default(),
+            shared: Arc::new(ClientShared {
+                client: inner.clone(),
+                handles: Mutex::default(),
+            }),
+            inner,
         }))
     }
 

@@ -811,3 +811,27 @@ async fn with_a_token_provider_offline_the_user_setting_finds_the_stored_outbox(
     );
     second.close().await;
 }
+
+/// Freeing the client object (Kotlin's `close()` / GC, Swift's deinit) stops it, but not
+/// while one of its channels is still in use.
+#[tokio::test]
+async fn a_freed_client_stops_once_its_channels_are_freed_too() {
+    let server = start(config(None), None);
+    let app = client(&server.ws_url(), "david", None);
+    let handle = app
+        .add_listener(Box::new(ClientRecorder::default()))
+        .expect("listen");
+    app.connect().await.expect("connect");
+    let channel = app.channel("kept".into());
+    drop(app);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(handle.is_active(), "the channel keeps its client running");
+    channel.subscribe().await.expect("still usable");
+    channel
+        .publish("e".into(), "1".into())
+        .await
+        .expect("still usable");
+    drop(channel);
+    eventually(5, "stopped", || async { !handle.is_active() }).await;
+    drop(server);
+}
