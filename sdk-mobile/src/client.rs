@@ -306,6 +306,13 @@ impl TidingsClient {
             builder = builder.store(SharedSqlite(sqlite_store(path)?));
         }
         if let Some(pem) = config.ca_pem {
+            // Without a certificate block the PEM would be silently ignored.
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(TidingsError::InvalidArgument {
+                    code: "invalid_config".into(),
+                    detail: "ca_pem holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into(),
+                });
+            }
             builder = builder.tls(TlsOptions::default().with_ca_pem(pem));
         }
         if let Some(provider) = token_provider {

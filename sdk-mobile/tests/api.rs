@@ -594,6 +594,16 @@ async fn bad_input_and_bad_tokens_get_stable_codes() {
     )
     .expect_err("bad options");
     assert_eq!(err.code(), "invalid_config");
+    let err = TidingsClient::new(
+        ClientConfig {
+            url: url.clone(),
+            ca_pem: Some("not a certificate".into()),
+            ..ClientConfig::default()
+        },
+        None,
+    )
+    .expect_err("bad CA");
+    assert_eq!(err.code(), "invalid_config");
 
     let intruder = TidingsClient::new(
         ClientConfig {

@@ -6,6 +6,7 @@
 
 #if os(macOS)
 import CryptoKit
+import Darwin
 import Foundation
 import XCTest
 @testable import Tidings
@@ -66,7 +67,7 @@ final class ServerProcess {
     /// Hard kill, like a crash.
     func kill() {
         if process.isRunning {
-            Foundation.kill(process.processIdentifier, SIGKILL)
+            Darwin.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
     }
