@@ -32,5 +32,8 @@ fi
 step "unit, simulation and end-to-end tests"
 cargo test --workspace --all-features
 
+step "mobile: Kotlin tests on the JVM against a real server, Swift package generation"
+./scripts/test-mobile.sh
+
 echo
 echo "all checks passed"

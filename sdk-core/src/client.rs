@@ -1067,9 +1067,7 @@ impl Client {
                             // start now, with a fresh backoff.
                             self.attempt = 0;
                             self.retry_at = None;
-                            if gave_up {
-                                self.set_state(ConnectionState::Connecting, reason);
-                            }
+                            self.set_state(ConnectionState::Connecting, reason);
                             self.start_attempt();
                         }
                     }

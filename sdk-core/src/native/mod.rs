@@ -138,8 +138,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Starts the driver task on the current tokio runtime. The client loads its store,
-    /// then waits for [`TidingsClient::connect`].
+    /// Starts the driver task on the current tokio runtime (call it from within one: it
+    /// panics outside a runtime, like `tokio::spawn`). The client loads its store, then
+    /// waits for [`TidingsClient::connect`]. With only a token provider and no
+    /// [`Options::user`], the provider is asked once first to learn the user the store is
+    /// filed under; set `user` when the app may start offline.
     pub fn build(self) -> TidingsClient {
         let (commands, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
