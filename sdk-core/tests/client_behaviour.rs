@@ -449,6 +449,10 @@ fn offline_pauses_attempts_and_online_retries_at_once() {
         h.outputs.last(),
         Some(Output::OpenTransport { .. })
     ));
+    assert_eq!(
+        h.states().last(),
+        Some(&("connecting".to_string(), "online".to_string()))
+    );
 }
 
 #[test]
