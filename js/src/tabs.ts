@@ -56,6 +56,10 @@ export interface TabHost {
   wanted(): { subs: string[]; connect: boolean };
 }
 
+const debug = (...args: any[]) => {
+  if ((globalThis as any).TIDINGS_DEBUG) console.log("[tidings tabs]", ...args);
+};
+
 const randomId = () =>
   Math.random().toString(36).slice(2, 10) + Date.now().toString(36).slice(-4);
 
@@ -139,6 +143,7 @@ export class TabGroup implements Backend {
     if (this.closed || this.role === "leader") return;
     if (Date.now() - this.lastSeen > TAKEOVER_MS) {
       // No heartbeat: the leader is gone or frozen (or there never was one).
+      debug(this.tabId, "no heartbeat: taking over");
       this.lastSeen = Date.now();
       this.takeOver();
     }
@@ -146,6 +151,7 @@ export class TabGroup implements Backend {
 
   private becomeLeader(): void {
     if (this.role === "leader") return;
+    debug(this.tabId, "becomes leader");
     this.role = "leader";
     this.epoch = Math.max(Date.now(), this.epoch + 1);
     this.leaderId = this.tabId;
@@ -169,8 +175,9 @@ export class TabGroup implements Backend {
   }
 
   /** Stops leading: closes the socket, releases the lock, rejoins as a follower. */
-  stepDown(_why: string): void {
+  stepDown(why: string): void {
     if (this.role !== "leader") return;
+    debug(this.tabId, "steps down:", why);
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
     this.local?.close();
@@ -230,6 +237,7 @@ export class TabGroup implements Backend {
 
   private onMessage(m: any): void {
     if (this.closed || !m || m.from === this.tabId) return;
+    if (m.t !== "hb" && m.t !== "events") debug(this.tabId, "got", m.t, m.from, m.epoch ?? "");
     switch (m.t) {
       case "leader":
       case "hb":

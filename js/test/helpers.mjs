@@ -74,11 +74,10 @@ export async function devToken(base, user) {
 }
 
 /** Publishes through the server's HTTP API as the app back end. */
-export async function serverPublish(base, channel, event, data, user = "backend") {
-  const token = await devToken(base, user);
+export async function serverPublish(base, channel, event, data) {
   const response = await fetch(base + "/api/publish", {
     method: "POST",
-    headers: { "content-type": "application/json", authorization: "Bearer " + token },
+    headers: { "content-type": "application/json", authorization: "Bearer tidings-dev-api-key" },
     body: JSON.stringify({ channel, event, data }),
   });
   return { status: response.status, body: await response.text() };
@@ -129,3 +128,18 @@ export async function openDemo(context, base, user) {
 export function cleanup(dir) {
   rmSync(dir, { recursive: true, force: true });
 }
+
+/** Publishes a demo post through the HTTP API. */
+export async function serverPost(base, text) {
+  const r = await serverPublish(base, "discussion:general", "post.created", { author: "server", text, key: text });
+  if (r.status !== 200) throw new Error("publish failed: " + r.status + " " + r.body);
+}
+
+/** How many times each text is shown on a page. */
+export async function counts(page) {
+  const out = {};
+  for (const t of await postsOf(page)) out[t] = (out[t] ?? 0) + 1;
+  return out;
+}
+
+export const isLeader = (page) => page.evaluate(() => globalThis.tidings?.isLeader === true);
