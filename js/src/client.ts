@@ -294,6 +294,8 @@ export class ClientImpl implements TidingsClient {
 
   close(): void {
     if (this.closed) return;
+    this.wantConnected = false;
+    this.setConnection({ state: "disconnected" }, "closed");
     this.closed = true;
     this.backend?.close();
     for (const f of this.cleanup) f();

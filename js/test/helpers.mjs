@@ -27,8 +27,8 @@ export function tempDir(prefix = "tidings-e2e-") {
 }
 
 /** Starts `server-reference` on 127.0.0.1 (port 0 unless given); resolves once it listens. */
-export async function startServer({ port = 0, dataDir, extra = [] } = {}) {
-  const args = ["--bind", `127.0.0.1:${port}`, "--dev-tokens", "--demo-dir", join(root, "js/demo")];
+export async function startServer({ port = 0, dataDir, demoDir = join(root, "js/demo"), extra = [] } = {}) {
+  const args = ["--bind", `127.0.0.1:${port}`, "--dev-tokens", "--demo-dir", demoDir];
   if (dataDir) args.push("--data-dir", dataDir);
   args.push(...extra);
   const proc = spawn(serverBin, args, {

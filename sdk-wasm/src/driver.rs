@@ -263,6 +263,9 @@ impl WasmClient {
     #[wasm_bindgen(js_name = whenStored)]
     pub fn when_stored(&self) -> Promise {
         self.with(|st| {
+            if !st.persisting && st.persist_queue.is_empty() {
+                return Promise::resolve(&JsValue::UNDEFINED);
+            }
             let (promise, pair) = deferred();
             st.waiters.store_idle.push(pair);
             promise

@@ -143,6 +143,13 @@ impl Store {
     }
 }
 
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Close the connection so other tabs can upgrade or delete the database.
+        self.fall_back();
+    }
+}
+
 async fn open_db() -> Result<Rexie, String> {
     Rexie::builder(DB_NAME)
         .version(1)
