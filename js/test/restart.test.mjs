@@ -31,6 +31,11 @@ test("server restart: Reconnecting, then Live, missed posts once and in order", 
     await waitFor(async () => (await statusOf(bob)) === "Live", { what: "bob Live after restart", timeout: 40000 });
     await post(bob, "r2");
     await post(bob, "r3");
+    // r4 after r3 is stored, so the expected order is well defined.
+    await waitFor(
+      async () => (await bob.locator('#posts li[data-delivery="sent"] .text').allTextContents()).includes("r3"),
+      { what: "r3 acked" },
+    );
     await serverPost(server.base, "r4");
     await waitFor(async () => (await postsOf(bob)).includes("r4"), { what: "bob sees r4" });
 

@@ -727,7 +727,7 @@ fn encode(frame: &ClientFrame) -> Result<String, String> {
 }
 
 fn decode(text: &str) -> Result<ServerFrame, String> {
-    JsonCodec.decode_server(text).map_err(|e| e.to_string())
+    crate::codec::decode_server(text)
 }
 
 fn open_socket(

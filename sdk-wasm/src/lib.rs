@@ -10,6 +10,7 @@
 //! On other targets than `wasm32` this crate is empty.
 #![cfg(target_arch = "wasm32")]
 
+pub mod codec;
 mod driver;
 pub mod js;
 pub mod store;

@@ -19,9 +19,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 async fn sleep(ms: i32) {
     let promise = Promise::new(&mut |resolve, _| {
         let global = js_sys::global();
-        let set_timeout: Function = Reflect::get(&global, &"setTimeout".into())
-            .unwrap()
-            .into();
+        let set_timeout: Function = Reflect::get(&global, &"setTimeout".into()).unwrap().into();
         set_timeout
             .call2(&global, &resolve, &JsValue::from(ms))
             .unwrap();
@@ -52,26 +50,49 @@ async fn store_keeps_outbox_order_positions_and_patterns_across_reopen() {
     assert!(warning.is_none(), "{warning:?}");
     assert!(store.load().await.unwrap().outbox.is_empty());
     for kind in [
-        PersistKind::PutMessage { entry: entry("m1", "one") },
-        PersistKind::PutMessage { entry: entry("m2", "two") },
-        PersistKind::PutMessage { entry: entry("m3", "three") },
-        PersistKind::RemoveMessage { msg_id: "m2".into() },
+        PersistKind::PutMessage {
+            entry: entry("m1", "one"),
+        },
+        PersistKind::PutMessage {
+            entry: entry("m2", "two"),
+        },
+        PersistKind::PutMessage {
+            entry: entry("m3", "three"),
+        },
+        PersistKind::RemoveMessage {
+            msg_id: "m2".into(),
+        },
         // Replacing keeps the queue position.
-        PersistKind::PutMessage { entry: entry("m1", "one again") },
-        PersistKind::PutPosition {
-            channel: "news".into(),
-            position: StreamPosition { epoch: "e1".into(), offset: 41 },
+        PersistKind::PutMessage {
+            entry: entry("m1", "one again"),
         },
         PersistKind::PutPosition {
             channel: "news".into(),
-            position: StreamPosition { epoch: "e1".into(), offset: 42 },
+            position: StreamPosition {
+                epoch: "e1".into(),
+                offset: 41,
+            },
         },
-        PersistKind::PutPatternSince { pattern: "specs:*".into(), since: 1_732_252_800_000 },
+        PersistKind::PutPosition {
+            channel: "news".into(),
+            position: StreamPosition {
+                epoch: "e1".into(),
+                offset: 42,
+            },
+        },
+        PersistKind::PutPatternSince {
+            pattern: "specs:*".into(),
+            since: 1_732_252_800_000,
+        },
     ] {
         store.apply(&kind).await.unwrap();
     }
     let (mut bob, _) = Store::open(&other).await;
-    bob.apply(&PersistKind::PutMessage { entry: entry("b1", "bob's") }).await.unwrap();
+    bob.apply(&PersistKind::PutMessage {
+        entry: entry("b1", "bob's"),
+    })
+    .await
+    .unwrap();
 
     let (mut reopened, _) = Store::open(&ns).await;
     let snapshot = reopened.load().await.unwrap();
@@ -82,9 +103,21 @@ async fn store_keeps_outbox_order_positions_and_patterns_across_reopen() {
     assert_eq!(snapshot.pattern_since["specs:*"], 1_732_252_800_000);
 
     // A message put after reopening goes after the restored ones.
-    reopened.apply(&PersistKind::PutMessage { entry: entry("m4", "four") }).await.unwrap();
+    reopened
+        .apply(&PersistKind::PutMessage {
+            entry: entry("m4", "four"),
+        })
+        .await
+        .unwrap();
     let (mut again, _) = Store::open(&ns).await;
-    let ids: Vec<_> = again.load().await.unwrap().outbox.into_iter().map(|e| e.msg_id).collect();
+    let ids: Vec<_> = again
+        .load()
+        .await
+        .unwrap()
+        .outbox
+        .into_iter()
+        .map(|e| e.msg_id)
+        .collect();
     assert_eq!(ids, ["m1", "m3", "m4"]);
 
     // Clear wipes this namespace only.
@@ -99,7 +132,12 @@ async fn store_keeps_outbox_order_positions_and_patterns_across_reopen() {
 #[wasm_bindgen_test]
 async fn memory_store_keeps_nothing() {
     let mut store = Store::memory("tidings|ws://test|nobody");
-    store.apply(&PersistKind::PutMessage { entry: entry("m1", "x") }).await.unwrap();
+    store
+        .apply(&PersistKind::PutMessage {
+            entry: entry("m1", "x"),
+        })
+        .await
+        .unwrap();
     assert!(!store.is_durable());
     assert!(store.load().await.unwrap().outbox.is_empty());
 }
@@ -112,10 +150,15 @@ impl Batches {
     fn callback(&self, also: impl Fn() + 'static) -> (Function, Closure<dyn FnMut(String)>) {
         let batches = self.0.clone();
         let closure = Closure::<dyn FnMut(String)>::new(move |json: String| {
-            batches.borrow_mut().push(serde_json::from_str(&json).unwrap());
+            batches
+                .borrow_mut()
+                .push(serde_json::from_str(&json).unwrap());
             also();
         });
-        (closure.as_ref().unchecked_ref::<Function>().clone(), closure)
+        (
+            closure.as_ref().unchecked_ref::<Function>().clone(),
+            closure,
+        )
     }
 
     fn events(&self) -> Vec<serde_json::Value> {
@@ -157,7 +200,10 @@ async fn offline_publish_is_durable_and_restored_by_the_next_client() {
     let result = client
         .publish("news", "post.created", r#"{"text":"offline"}"#)
         .unwrap();
-    let msg_id = Reflect::get(&result, &"msgId".into()).unwrap().as_string().unwrap();
+    let msg_id = Reflect::get(&result, &"msgId".into())
+        .unwrap()
+        .as_string()
+        .unwrap();
     let queued = Reflect::get(&result, &"queued".into()).unwrap();
     let queued_id = JsFuture::from(Promise::from(queued)).await.unwrap();
     assert_eq!(queued_id.as_string().unwrap(), msg_id);
@@ -165,7 +211,9 @@ async fn offline_publish_is_durable_and_restored_by_the_next_client() {
     sleep(50).await;
     let events = batches.events();
     assert!(
-        events.iter().any(|e| e["type"] == "state" && e["new"]["state"] == "reconnecting"),
+        events
+            .iter()
+            .any(|e| e["type"] == "state" && e["new"]["state"] == "reconnecting"),
         "{events:?}"
     );
     assert!(events.iter().any(|e| e["type"] == "message"
@@ -187,9 +235,13 @@ async fn offline_publish_is_durable_and_restored_by_the_next_client() {
     again.cancel(&msg_id).unwrap();
     JsFuture::from(again.when_stored()).await.unwrap();
     again.close();
-    let third = WasmClient::create(options(&user), Function::new_no_args(""), config("indexeddb"))
-        .await
-        .unwrap();
+    let third = WasmClient::create(
+        options(&user),
+        Function::new_no_args(""),
+        config("indexeddb"),
+    )
+    .await
+    .unwrap();
     assert_eq!(third.outbox(), "[]");
     third.close();
 }
@@ -222,14 +274,60 @@ async fn events_arrive_in_one_batch_after_the_call_and_listeners_may_call_back()
     let count = batches.0.borrow().len();
     assert_eq!(count, 1, "one batch for one task's worth of events");
     let events = batches.events();
-    let kinds: Vec<_> = events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(kinds, ["subscription", "subscription", "message", "message"], "{events:?}");
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["subscription", "subscription", "message", "message"],
+        "{events:?}"
+    );
     assert_eq!(reentered.borrow().len(), 1);
     // Invalid input throws a TidingsError with a stable code.
     let error = client.publish("pattern*", "a", "1").unwrap_err();
-    assert_eq!(Reflect::get(&error, &"code".into()).unwrap(), "publish_to_pattern");
-    assert_eq!(Reflect::get(&error, &"name".into()).unwrap(), "TidingsError");
+    assert_eq!(
+        Reflect::get(&error, &"code".into()).unwrap(),
+        "publish_to_pattern"
+    );
+    assert_eq!(
+        Reflect::get(&error, &"name".into()).unwrap(),
+        "TidingsError"
+    );
     let error = client.publish("news", "a", "{not json").unwrap_err();
     assert_eq!(Reflect::get(&error, &"code".into()).unwrap(), "bad_request");
     client.close();
+}
+
+/// The hand-written frame decoder agrees with the core's serde codec on every server
+/// example of docs/protocol.md (the contract), and on unknown frames and fields.
+#[wasm_bindgen_test]
+fn hand_written_decoder_matches_the_protocol_examples() {
+    use tidings::protocol::{Codec, JsonCodec};
+    let doc = include_str!("../../docs/protocol.md");
+    let mut checked = 0;
+    let mut rest = doc;
+    while let Some(at) = rest.find("<!-- example: server -->") {
+        rest = &rest[at..];
+        let start = rest.find("```json").unwrap() + "```json".len();
+        let end = start + rest[start..].find("```").unwrap();
+        let text = rest[start..end].trim();
+        let expected = JsonCodec.decode_server(text).unwrap();
+        let actual = tidings_wasm::codec::decode_server(text).unwrap();
+        assert_eq!(actual, expected, "{text}");
+        checked += 1;
+        rest = &rest[end..];
+    }
+    assert!(checked >= 10, "only {checked} examples found");
+    for text in [
+        r#"{"type":"hologram","id":3}"#,
+        r#"{"type":"pong","id":3,"future_field":true}"#,
+        r#"{"type":"error","code":"brand_new","message":"x"}"#,
+        r#"{"type":"ping"}"#,
+    ] {
+        assert_eq!(
+            tidings_wasm::codec::decode_server(text).unwrap(),
+            JsonCodec.decode_server(text).unwrap()
+        );
+    }
 }
