@@ -4,6 +4,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Run the whole suite with its output copied to a log, then close with one line that
+# counts every test of every runner (cargo/wasm-bindgen, Maven Surefire, node --test).
+if [ -z "${TIDINGS_TEST_LOG:-}" ]; then
+  export TIDINGS_TEST_LOG
+  TIDINGS_TEST_LOG=$(mktemp)
+  set +e
+  "$0" "$@" 2>&1 | tee "$TIDINGS_TEST_LOG"
+  status=${PIPESTATUS[0]}
+  set -e
+  python3 - "$TIDINGS_TEST_LOG" "$status" <<'PY'
+import re, sys
+text = open(sys.argv[1], errors="replace").read()
+passed = failed = 0
+for p, f in re.findall(r"test result: \w+\. (\d+) passed; (\d+) failed", text):
+    passed += int(p); failed += int(f)
+for p, f in re.findall(r"^kotlin: (\d+) passed, (\d+) failed", text, re.M):
+    passed += int(p); failed += int(f)
+for p in re.findall(r"^# pass (\d+)", text, re.M):
+    passed += int(p)
+for f in re.findall(r"^# fail (\d+)", text, re.M):
+    failed += int(f)
+if sys.argv[2] != "0" and failed == 0:
+    failed = 1  # a step failed outside any test runner
+print(f"\nall: {passed} passed, {failed} failed")
+PY
+  rm -f "$TIDINGS_TEST_LOG"
+  exit "$status"
+fi
+
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain: rustfmt, clippy, wasm32 target"
