@@ -9,7 +9,7 @@
 //! so a listener may call back into the client without "recursive use of an object".
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise, Reflect};
@@ -78,13 +78,29 @@ impl Socket {
     }
 }
 
+/// Promises waiting for events, keyed by channel or message id (a few at a time, so
+/// plain vectors: smaller wasm than a hash map).
 #[derive(Default)]
 struct Waiters {
     connect: Vec<Deferred>,
-    subscribe: HashMap<String, Vec<Deferred>>,
-    acks: HashMap<String, Deferred>,
-    queued: HashMap<String, Deferred>,
+    subscribe: Vec<(String, Deferred)>,
+    acks: Vec<(String, Deferred)>,
+    queued: Vec<(String, Deferred)>,
     store_idle: Vec<Deferred>,
+}
+
+/// Removes and returns every waiter filed under `key`.
+fn take(list: &mut Vec<(String, Deferred)>, key: &str) -> Vec<Deferred> {
+    let mut taken = Vec::new();
+    let mut i = 0;
+    while i < list.len() {
+        if list[i].0 == key {
+            taken.push(list.swap_remove(i).1);
+        } else {
+            i += 1;
+        }
+    }
+    taken
 }
 
 struct State {
@@ -272,6 +288,15 @@ impl WasmClient {
         })
     }
 
+    /// Closes the IndexedDB connection under the client (tests of the fallback only).
+    #[doc(hidden)]
+    #[wasm_bindgen(js_name = __closeStoreForTests)]
+    pub fn close_store_for_tests(&self) {
+        if let Some(store) = self.inner.borrow().store.as_ref() {
+            store.close_connection_for_tests();
+        }
+    }
+
     /// Subscribes; resolves once the server confirmed (works offline: waits).
     pub fn subscribe(&self, channel: &str) -> Promise {
         self.with(|st| match st.client.subscribe(js::now(), channel) {
@@ -280,11 +305,7 @@ impl WasmClient {
                 Some(SubscriptionState::Subscribed) => Promise::resolve(&JsValue::UNDEFINED),
                 _ => {
                     let (promise, pair) = deferred();
-                    st.waiters
-                        .subscribe
-                        .entry(channel.to_owned())
-                        .or_default()
-                        .push(pair);
+                    st.waiters.subscribe.push((channel.to_owned(), pair));
                     promise
                 }
             },
@@ -309,8 +330,8 @@ impl WasmClient {
                 .map_err(|e| js_error(&e))?;
             let (queued, queued_pair) = deferred();
             let (acked, acked_pair) = deferred();
-            st.waiters.queued.insert(msg_id.clone(), queued_pair);
-            st.waiters.acks.insert(msg_id.clone(), acked_pair);
+            st.waiters.queued.push((msg_id.clone(), queued_pair));
+            st.waiters.acks.push((msg_id.clone(), acked_pair));
             let result = Object::new();
             let _ = Reflect::set(&result, &"msgId".into(), &msg_id.as_str().into());
             let _ = Reflect::set(&result, &"queued".into(), &queued);
@@ -394,13 +415,11 @@ impl WasmClient {
         for pair in waiters.connect {
             settle(pair, Err(closed.clone()));
         }
-        for pair in waiters.subscribe.into_values().flatten() {
-            settle(pair, Err(closed.clone()));
-        }
-        for pair in waiters
-            .acks
-            .into_values()
-            .chain(waiters.queued.into_values())
+        for (_, pair) in waiters
+            .subscribe
+            .into_iter()
+            .chain(waiters.acks)
+            .chain(waiters.queued)
         {
             settle(pair, Err(closed.clone()));
         }
@@ -482,14 +501,14 @@ impl State {
                         SubscriptionState::Subscribing => None,
                     };
                     if let Some(outcome) = outcome {
-                        for pair in self.waiters.subscribe.remove(channel).unwrap_or_default() {
+                        for pair in take(&mut self.waiters.subscribe, channel) {
                             settle(pair, outcome.clone());
                         }
                     }
                 }
                 Event::Message { msg_id, status, .. } => {
                     if !matches!(status, MessageStatus::Persisting) {
-                        if let Some(pair) = self.waiters.queued.remove(msg_id) {
+                        for pair in take(&mut self.waiters.queued, msg_id) {
                             settle(
                                 pair,
                                 match status {
@@ -511,8 +530,8 @@ impl State {
                         _ => None,
                     };
                     if let Some(outcome) = outcome {
-                        if let Some(pair) = self.waiters.acks.remove(msg_id) {
-                            settle(pair, outcome);
+                        for pair in take(&mut self.waiters.acks, msg_id) {
+                            settle(pair, outcome.clone());
                         }
                     }
                 }

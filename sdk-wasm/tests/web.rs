@@ -331,3 +331,42 @@ fn hand_written_decoder_matches_the_protocol_examples() {
         );
     }
 }
+
+/// A store that fails (here: its database closed under it, as when the browser closes it
+/// or the quota is exhausted) warns the app and the client carries on in memory.
+#[wasm_bindgen_test]
+async fn failing_store_warns_and_falls_back_to_memory() {
+    let batches = Batches::default();
+    let (on_events, _keep) = batches.callback(|| {});
+    let client = WasmClient::create(options(&unique("fay")), on_events, config("indexeddb"))
+        .await
+        .unwrap();
+    assert!(client.durable());
+    client.close_store_for_tests();
+    let result = client.publish("news", "a", r#"{"n":1}"#).unwrap();
+    let queued = Reflect::get(&result, &"queued".into()).unwrap();
+    JsFuture::from(Promise::from(queued)).await.unwrap();
+    sleep(50).await;
+    assert!(!client.durable());
+    let events = batches.events();
+    let warning = events
+        .iter()
+        .find(|e| e["type"] == "store_warning")
+        .unwrap_or_else(|| panic!("no store_warning in {events:?}"));
+    assert!(warning["message"]
+        .as_str()
+        .unwrap()
+        .contains("continuing in memory"));
+    let outbox: serde_json::Value = serde_json::from_str(&client.outbox()).unwrap();
+    assert_eq!(outbox[0]["status"]["status"], "queued");
+    // Later writes no longer touch IndexedDB and do not warn again.
+    client.publish("news", "b", "2").unwrap();
+    sleep(50).await;
+    let warnings = batches
+        .events()
+        .iter()
+        .filter(|e| e["type"] == "store_warning")
+        .count();
+    assert_eq!(warnings, 1);
+    client.close();
+}
