@@ -91,7 +91,15 @@ class TestBackend implements Backend {
   private online = true;
   private connected = false;
   private state: any = { state: "disconnected" };
-  private queue: { msgId: string; channel: string; event: string; data: any; resolve: (a: Ack) => void; createdAt: number }[] = [];
+  private queue: {
+    msgId: string;
+    channel: string;
+    event: string;
+    data: any;
+    resolve: (a: Ack) => void;
+    reject: (e: unknown) => void;
+    createdAt: number;
+  }[] = [];
   private pending: any[] = [];
   private next = 1;
   private events = new Emitter<{ flush: () => void }>();
@@ -176,6 +184,7 @@ class TestBackend implements Backend {
   async clear(): Promise<void> {
     this.disconnect();
     for (const m of this.queue) {
+      m.reject(new TidingsError("cancelled", "message cancelled"));
       this.emit({ type: "message", msg_id: m.msgId, channel: m.channel, status: { status: "failed", error: { code: "cancelled", message: "message cancelled", temporary: false } } });
     }
     this.queue = [];
@@ -197,9 +206,9 @@ class TestBackend implements Backend {
     if (!channel || channel.endsWith("*")) {
       return Promise.reject(new TidingsError("publish_to_pattern", `cannot publish to ${JSON.stringify(channel)}`));
     }
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       const msgId = `test-${this.next++}`;
-      this.queue.push({ msgId, channel, event, data: JSON.parse(json), resolve, createdAt: Date.now() });
+      this.queue.push({ msgId, channel, event, data: JSON.parse(json), resolve, reject, createdAt: Date.now() });
       this.emit({ type: "message", msg_id: msgId, channel, status: { status: "queued" } });
       queueMicrotask(() => this.flushQueue());
     });
@@ -208,6 +217,7 @@ class TestBackend implements Backend {
     const i = this.queue.findIndex((m) => m.msgId === msgId);
     if (i < 0) throw new TidingsError("unknown_message", `no pending message ${msgId}`);
     const [m] = this.queue.splice(i, 1);
+    m!.reject(new TidingsError("cancelled", "message cancelled"));
     this.emit({ type: "message", msg_id: msgId, channel: m!.channel, status: { status: "failed", error: { code: "cancelled", message: "message cancelled", temporary: false } } });
   }
   async outbox(): Promise<any[]> {

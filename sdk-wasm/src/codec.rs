@@ -17,7 +17,7 @@ type Result<T> = std::result::Result<T, String>;
 
 /// Decodes one text frame.
 pub fn decode_server(text: &str) -> Result<ServerFrame> {
-    let value: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let value: Value = crate::js::from_json(text).map_err(|e| e.to_string())?;
     match value {
         Value::Object(map) => frame(&map),
         _ => Err("a frame must be a JSON object".into()),

@@ -321,7 +321,8 @@ impl WasmClient {
     /// message is durable (with its id), `acked` once the server stored it
     /// (`{ msgId, epoch, offset }`). Throws a `TidingsError` for invalid input.
     pub fn publish(&self, channel: &str, event: &str, data: &str) -> Result<Object, JsValue> {
-        let data = Payload::from_json(data)
+        let data = from_json::<serde_json::Value>(data)
+            .map(Payload::from)
             .map_err(|e| bad_request(&format!("data is not valid JSON: {e}")))?;
         self.with(|st| {
             let msg_id = st

@@ -51,7 +51,8 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
 
 /// JSON text from JavaScript → Rust value.
 pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_str(text)
+    // `from_slice` like the core's JWT reader: one parser instance in the wasm, not two.
+    serde_json::from_slice(text.as_bytes())
 }
 
 /// A JS `Error` named `TidingsError` with the stable `code` (plus `temporary` and
