@@ -31,9 +31,15 @@ const status = $("status");
 let countdown;
 function showState(s) {
   clearInterval(countdown);
-  const set = (state, text) => {
+  // The state is announced once; the countdown ticking after it is not (aria-hidden).
+  const set = (state, text, detail = "") => {
     status.dataset.state = state;
-    status.textContent = text;
+    if (status.firstChild?.textContent !== text) {
+      status.replaceChildren(document.createElement("span"), document.createElement("span"));
+      status.firstChild.textContent = text;
+      status.lastChild.setAttribute("aria-hidden", "true");
+    }
+    status.lastChild.textContent = detail;
   };
   switch (s.state) {
     case "connected":
@@ -45,7 +51,7 @@ function showState(s) {
       const until = Date.now() + s.retryInMs;
       const tick = () => {
         const left = Math.ceil((until - Date.now()) / 1000);
-        set("reconnecting", left > 0 ? `Reconnecting in ${left}s` : "Reconnecting…");
+        set("reconnecting", "Reconnecting", left > 0 ? ` in ${left}s` : "…");
       };
       tick();
       countdown = setInterval(tick, 500);

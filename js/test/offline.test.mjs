@@ -60,6 +60,32 @@ test("a post queued offline is sent from IndexedDB after a reload, exactly once"
     assert.equal((await counts(alice))["sent from the tunnel"], 1, "shown once to alice");
     const outbox = await alice.evaluate(() => globalThis.tidings.outbox());
     assert.equal(outbox.length, 0, "outbox empty after the ack");
+
+    // Log out: clear() wipes this user's positions and queue from IndexedDB.
+    const stored = () =>
+      alice.evaluate(
+        () =>
+          new Promise((resolve, reject) => {
+            const open = indexedDB.open("tidings");
+            open.onerror = () => reject(open.error);
+            open.onsuccess = () => {
+              const tx = open.result.transaction(["outbox", "positions"]);
+              const counts = {};
+              for (const name of ["outbox", "positions"]) {
+                const r = tx.objectStore(name).count();
+                r.onsuccess = () => (counts[name] = r.result);
+              }
+              tx.oncomplete = () => {
+                open.result.close();
+                resolve(counts);
+              };
+            };
+          }),
+      );
+    assert.ok((await stored()).positions >= 1, "positions are kept in IndexedDB");
+    await alice.evaluate(() => globalThis.tidings.clear());
+    assert.deepEqual(await stored(), { outbox: 0, positions: 0 });
+    assert.equal(await alice.evaluate(() => globalThis.tidings.state), "disconnected");
   } finally {
     await browser.close();
     await proxy.close();

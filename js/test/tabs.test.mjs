@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  connections, counts, isLeader, launch, openDemo, serverPost, startServer, statusOf, waitFor,
+  connections, counts, isLeader, launch, openDemo, post, serverPost, startServer, statusOf, waitFor,
 } from "./helpers.mjs";
 
 // Headless Chromium does not freeze a visible page on `Page.setWebLifecycleState` (its
@@ -63,6 +63,22 @@ test("three tabs, one socket; leader closed or frozen, another takes over", { ti
     await serverPost(server.base, "m1");
     await seenOnce(tabs, ["m1"]);
     assert.equal(await connections(server.base), 1);
+
+    // A follower publishes through the leader's outbox: shown once everywhere, acked.
+    const follower = tabs[(await Promise.all(tabs.map(isLeader))).indexOf(false)];
+    await post(follower, "from a follower");
+    await seenOnce(tabs, ["from a follower"]);
+    await waitFor(
+      async () => (await follower.locator('#posts li[data-delivery="sent"] .text').allTextContents()).includes("from a follower"),
+      { what: "follower's post acked" },
+    );
+    // Subscriptions are counted per tab: one tab leaving the channel does not stop the others.
+    const quitter = tabs.find((p) => p !== follower);
+    await quitter.evaluate(() => globalThis.tidings.channel("discussion:general").unsubscribe());
+    await serverPost(server.base, "m1b");
+    await seenOnce(tabs.filter((p) => p !== quitter), ["m1b"]);
+    assert.equal((await counts(quitter)).m1b, undefined, "the tab that left gets nothing");
+    await quitter.evaluate(() => globalThis.tidings.channel("discussion:general").subscribe());
 
     // Close the leader tab: another takes over.
     let leader = await leaderOf(tabs);
