@@ -31,6 +31,8 @@ export interface LocalConfig {
   storage?: "indexeddb" | "memory";
   delivery?: "frame" | "immediate";
   wasm?: any;
+  /** Positions to resume from when older than the stored ones (JSON, tab takeover). */
+  positions?: string;
   /** Receives each flushed batch as JSON text. */
   onBatch: (json: string) => void;
 }
@@ -63,6 +65,7 @@ export class LocalBackend implements Backend {
         getToken: config.getToken,
         storage: config.storage ?? "indexeddb",
         flush: config.delivery === "immediate" ? "microtask" : "frame",
+        positions: config.positions,
       });
       if (this.closed) {
         client.close();

@@ -139,6 +139,8 @@ export class ClientImpl implements TidingsClient {
   private emitter = new Emitter<ClientEvents>();
   private channels = new Map<string, ChannelImpl>();
   private seen = new Map<string, { epoch: string; offset: number }>();
+  /** Last position received per channel, also of channels only other tabs want. */
+  private received = new Map<string, { epoch: string; offset: number }>();
   private backend?: Backend;
   private group?: TabGroup;
   private local?: LocalBackend;
@@ -198,6 +200,7 @@ export class ClientImpl implements TidingsClient {
           subs: [...this.channels.values()].filter((c) => c.wanted).map((c) => c.name),
           connect: this.wantConnected,
         }),
+        received: () => Object.fromEntries(this.received),
       });
       this.backend = this.group;
     } else {
@@ -289,6 +292,7 @@ export class ClientImpl implements TidingsClient {
       c.setState("unsubscribed");
     }
     this.seen.clear();
+    this.received.clear();
     await this.backendCall((b) => b.clear());
   }
 
@@ -361,6 +365,10 @@ export class ClientImpl implements TidingsClient {
       const e = convert.event(r);
       if (!e) continue;
       if (e.type === "publication") {
+        const last = this.received.get(e.channel);
+        if (!last || last.epoch !== e.epoch || e.offset > last.offset) {
+          this.received.set(e.channel, { epoch: e.epoch, offset: e.offset });
+        }
         if (!this.accept(e)) continue;
       } else if (e.type === "subscription" || e.type === "subscribed") {
         const c = this.channels.get(e.channel);

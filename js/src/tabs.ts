@@ -54,6 +54,8 @@ export interface TabHost {
   onLeader(isLeader: boolean): void;
   /** This tab's subscriptions and whether it wants a connection (for hello). */
   wanted(): { subs: string[]; connect: boolean };
+  /** The last position this tab received per channel (any channel of the group). */
+  received(): Record<string, { epoch: string; offset: number }>;
 }
 
 const debug = (...args: any[]) => {
@@ -160,6 +162,9 @@ export class TabGroup implements Backend {
     const epoch = this.epoch;
     this.local = new LocalBackend({
       ...this.config,
+      // Resume from what this tab last received: the previous leader may have stored
+      // positions of events it never broadcast (closed or frozen in between).
+      positions: JSON.stringify(this.host.received()),
       onBatch: (json) => {
         if (this.role !== "leader" || this.epoch !== epoch) return;
         this.post({ t: "events", epoch, json });

@@ -9,14 +9,14 @@
 //! so a listener may call back into the client without "recursive use of an object".
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise, Reflect};
 use tidings::protocol::{ClientFrame, Codec, JsonCodec, ServerFrame};
 use tidings::{
     Client, ClientError, ConnectionState, Event, Input, Lifecycle, MessageStatus, Options, Output,
-    Payload, PersistOp, SubscriptionState, TransportId,
+    Payload, PersistOp, StreamPosition, SubscriptionState, TransportId,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -152,8 +152,10 @@ impl WasmClient {
     /// restores the outbox and positions, and resolves once ready (not connected yet).
     ///
     /// `options`: the core's `Options` as JSON text, snake_case (any subset). `on_events`:
-    /// called with one JSON text (an array of events) per flush. `config`: `{ getToken?: () => Promise<string>,
-    /// storage?: "indexeddb" | "memory", flush?: "frame" | "microtask", seed?: number }`.
+    /// called with one JSON text (an array of events) per flush. `config`: `{ getToken?: () =>
+    /// Promise<string>, storage?: "indexeddb" | "memory", flush?: "frame" | "microtask",
+    /// seed?: number, positions?: string }` (`positions`: JSON `{ channel: { epoch, offset } }`
+    /// to resume from when older than the stored positions).
     pub async fn create(
         options: String,
         on_events: Function,
@@ -183,7 +185,7 @@ impl WasmClient {
         } else {
             Store::open(&namespace).await
         };
-        let snapshot = match store.load().await {
+        let mut snapshot = match store.load().await {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 warning = Some(format!(
@@ -192,6 +194,23 @@ impl WasmClient {
                 Default::default()
             }
         };
+        // A tab taking over the shared socket resumes from what it last received, when
+        // that is older than the stored position: the previous holder may have stored a
+        // position whose events it never got to broadcast. Replays are deduped per tab.
+        if let Some(floor) = get("positions").as_string() {
+            let floor: BTreeMap<String, StreamPosition> = from_json(&floor).unwrap_or_default();
+            for (channel, seen) in floor {
+                match snapshot.positions.get_mut(&channel) {
+                    Some(stored) if stored.epoch == seen.epoch && stored.offset > seen.offset => {
+                        stored.offset = seen.offset;
+                    }
+                    Some(_) => {}
+                    None => {
+                        snapshot.positions.insert(channel, seen);
+                    }
+                }
+            }
+        }
         let durable = store.is_durable();
         let inner = Rc::new(RefCell::new(State {
             client: Client::new(options, seed),
@@ -427,7 +446,10 @@ impl WasmClient {
         for pair in waiters.store_idle {
             settle(pair, Ok(JsValue::UNDEFINED));
         }
-        st.schedule_flush();
+        // Hand over the last events now: the page may be going away (pagehide) and a
+        // tab group must broadcast them before the next tab takes over.
+        drop(st);
+        flush(&weak);
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {

@@ -370,3 +370,39 @@ async fn failing_store_warns_and_falls_back_to_memory() {
     assert_eq!(warnings, 1);
     client.close();
 }
+
+/// A tab taking over the shared socket resumes from the older of the stored position and
+/// the last one it received (the old holder may have stored positions it never broadcast).
+#[wasm_bindgen_test]
+async fn takeover_positions_floor_lowers_stored_positions() {
+    let user = unique("gus");
+    let ns = format!("tidings|ws://127.0.0.1:9/ws|{user}");
+    let (mut store, _) = Store::open(&ns).await;
+    for (channel, offset) in [("news", 9), ("sports", 2)] {
+        store
+            .apply(&PersistKind::PutPosition {
+                channel: channel.into(),
+                position: StreamPosition {
+                    epoch: "e1".into(),
+                    offset,
+                },
+            })
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let config = config("indexeddb");
+    let floor = r#"{"news":{"epoch":"e1","offset":7},"sports":{"epoch":"e1","offset":5},"weather":{"epoch":"e2","offset":3}}"#;
+    Reflect::set(&config, &"positions".into(), &floor.into()).unwrap();
+    let client = WasmClient::create(options(&user), Function::new_no_args(""), config)
+        .await
+        .unwrap();
+    let positions: serde_json::Value = serde_json::from_str(&client.positions()).unwrap();
+    assert_eq!(
+        positions["news"]["offset"], 7,
+        "lowered to what the tab received"
+    );
+    assert_eq!(positions["sports"]["offset"], 2, "never raised");
+    assert_eq!(positions["weather"]["offset"], 3, "filled in");
+    client.close();
+}
