@@ -3,8 +3,7 @@
 export { createClient } from "./client.js";
 export { TidingsError } from "./errors.js";
 export type { ErrorCode } from "./errors.js";
-export { createTestClient, createTestServer, TestServer } from "./testing.js";
-export type { TestClient } from "./testing.js";
+// The in-memory test double lives in `tidings/testing` (kept out of app bundles).
 export type {
   Ack,
   Channel,

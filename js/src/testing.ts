@@ -6,6 +6,8 @@ import { TidingsError } from "./errors.js";
 import type { Backend } from "./backend.js";
 import type { Ack, ClientOptions, TidingsClient } from "./types.js";
 
+export { TidingsError } from "./errors.js";
+
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
 interface Stored {

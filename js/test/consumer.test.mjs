@@ -80,8 +80,9 @@ test("npm pack → esbuild bundle → runs in a page and a Web Worker; SSR impor
     process.execPath,
     ["--input-type=module", "-e", `
       const t = await import("tidings");
-      const server = t.createTestServer();
-      const a = t.createTestClient({ server, user: "a" }), b = t.createTestClient({ server, user: "b" });
+      const testing = await import("tidings/testing");
+      const server = testing.createTestServer();
+      const a = testing.createTestClient({ server, user: "a" }), b = testing.createTestClient({ server, user: "b" });
       const got = new Promise((r) => b.channel("room").on("publication", r));
       await b.channel("room").subscribe();
       const ack = await a.channel("room").publish("hi", { n: 1 });

@@ -2,7 +2,8 @@
 // tests. Same API as the real client.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createTestClient, createTestServer, TidingsError } from "../dist/index.js";
+import { TidingsError } from "../dist/index.js";
+import { createTestClient, createTestServer } from "../dist/testing.js";
 
 test("test clients publish to each other, in batches, with acks", async () => {
   const server = createTestServer();
