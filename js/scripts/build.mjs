@@ -22,7 +22,7 @@ if (!process.argv.includes("--no-wasm")) {
     "--mode", "no-install", "--no-pack", "--out-dir", "../js/wasm", "--out-name", "tidings_wasm",
   ]);
   run(bin("wasm-opt"), [
-    "-Oz", "--enable-bulk-memory", "--enable-mutable-globals", "--enable-nontrapping-float-to-int",
+    "-Oz", "--converge", "--enable-bulk-memory", "--enable-mutable-globals", "--enable-nontrapping-float-to-int",
     "--enable-sign-ext", "--enable-reference-types", "--enable-multivalue",
     "--strip-debug", "--strip-producers",
     "wasm/tidings_wasm_bg.wasm", "-o", "wasm/tidings_wasm_bg.wasm",

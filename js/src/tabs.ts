@@ -96,6 +96,9 @@ export class TabGroup implements Backend {
     this.watchdog = setInterval(() => this.tick(), HEARTBEAT_MS);
     if (hasLocks()) {
       this.queueForLock();
+    } else {
+      // Heartbeat-only election: claim leadership after a short silence at start-up.
+      this.lastSeen = Date.now() - TAKEOVER_MS + 1200;
     }
     // Ask whoever leads to announce itself (a heartbeat comes within a second anyway).
     this.post({ t: "hello", ...this.host.wanted() });
@@ -269,6 +272,7 @@ export class TabGroup implements Backend {
         if (this.role === "leader") this.onCommand(m.from, m.id, m.op, m.args);
         break;
       case "welcome":
+        if (m.from === this.leaderId) this.lastSeen = Date.now();
         if (m.to === this.tabId && m.from === this.leaderId) this.host.onWelcome(m.state);
         break;
       case "reply":
