@@ -7,7 +7,7 @@
 //
 // Protocol (all messages carry the sender's tab id as `from`):
 //   leader   {t:"leader", epoch}            I lead from now on (after election or steal)
-//   hb       {t:"hb", epoch}                leader heartbeat, every HEARTBEAT_MS
+//   hb       {t:"hb", epoch, hidden}        leader heartbeat, every HEARTBEAT_MS
 //   events   {t:"events", epoch, json}      one flushed event batch (JSON text)
 //   resign   {t:"resign", epoch}            the leader stops (tab closing, frozen)
 //   hello    {t:"hello", subs, connect}     a follower's subscriptions, sent to each new leader
@@ -20,8 +20,10 @@
 //
 // Leadership has an epoch (`max(Date.now(), highest seen + 1)`): messages of an older epoch
 // are ignored, and a leader that hears a newer one steps down. A frozen leader keeps its
-// lock, so followers that miss heartbeats for TAKEOVER_MS take it with `steal`; the old
-// leader's lock promise rejects when it wakes and it steps down (closing its socket).
+// lock, so followers that miss heartbeats for TAKEOVER_MS (HIDDEN_TAKEOVER_MS when the leader
+// said it is hidden: its timers may be throttled) take it with `steal`; the old leader's lock
+// promise rejects when it wakes and it steps down (closing its socket). A leader that gets
+// the `freeze` event (or goes into the back/forward cache) resigns at once instead.
 // Subscriptions are reference-counted per tab on the leader. Each tab dedupes deliveries
 // by (channel, epoch, offset) itself, so a takeover that replays from the positions stored
 // in IndexedDB delivers nothing twice.
@@ -33,6 +35,10 @@ import type { Ack } from "./types.js";
 
 export const HEARTBEAT_MS = 1000;
 export const TAKEOVER_MS = 3000;
+/** A hidden leader's timers may be throttled to one wake-up a minute (Chrome's intensive
+ * throttling after 5 minutes in the background): give it that long before taking over.
+ * A leader about to be frozen resigns on `freeze`, so takeover is immediate then. */
+export const HIDDEN_TAKEOVER_MS = 65000;
 
 type Role = "electing" | "leader" | "follower";
 
@@ -71,6 +77,7 @@ export class TabGroup implements Backend {
   private epoch = 0;
   private leaderId?: string;
   private lastSeen = Date.now();
+  private leaderHidden = false;
   private channel: BroadcastChannel;
   private lockName: string;
   private lockAbort?: AbortController;
@@ -146,7 +153,8 @@ export class TabGroup implements Backend {
 
   private tick(): void {
     if (this.closed || this.role === "leader") return;
-    if (Date.now() - this.lastSeen > TAKEOVER_MS) {
+    const patience = this.leaderId && this.leaderHidden ? HIDDEN_TAKEOVER_MS : TAKEOVER_MS;
+    if (Date.now() - this.lastSeen > patience) {
       // No heartbeat: the leader is gone or frozen (or there never was one).
       debug(this.tabId, "no heartbeat: taking over");
       this.lastSeen = Date.now();
@@ -175,7 +183,7 @@ export class TabGroup implements Backend {
       },
     });
     this.post({ t: "leader", epoch });
-    this.heartbeat = setInterval(() => this.post({ t: "hb", epoch }), HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => this.post({ t: "hb", epoch, hidden: isHidden() }), HEARTBEAT_MS);
     // Our own wishes first, then whatever was waiting for a leader.
     this.onHello(this.tabId, this.host.wanted());
     this.resendPending();
@@ -249,7 +257,7 @@ export class TabGroup implements Backend {
     switch (m.t) {
       case "leader":
       case "hb":
-        this.seeEpoch(m.epoch, m.from);
+        if (this.seeEpoch(m.epoch, m.from)) this.leaderHidden = m.hidden === true;
         break;
       case "events":
         if (this.seeEpoch(m.epoch, m.from)) this.onFollowerBatch(m.json);
@@ -540,6 +548,11 @@ export class TabGroup implements Backend {
     this.requests.clear();
     this.channel.close();
   }
+}
+
+function isHidden(): boolean {
+  const doc = (globalThis as any).document;
+  return !!doc && doc.visibilityState === "hidden";
 }
 
 function hasLocks(): boolean {

@@ -243,7 +243,7 @@ export interface TidingsClient {
   readonly connection: ConnectionState;
   /** True while this tab holds the shared socket (always true with `shareConnection: false`). */
   readonly isLeader: boolean;
-  /** Resolves once the client is set up (store loaded or leader found). */
+  /** Resolves once the client is set up (its store loaded, or its tab group joined). */
   readonly ready: Promise<void>;
   on<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): Unsubscribe;
   /** Connects; resolves once connected, rejects once failed. */
