@@ -244,13 +244,19 @@ export class ClientImpl implements TidingsClient {
     if (this.connection.state === "disconnected") {
       this.setConnection({ state: "connecting" }, "connect_called");
     }
-    return this.backendCall((b) => b.connect());
+    return this.backendCall((b) => b.connect()).then(() => {
+      // A tab joining a socket that is already live hears no state change: catch up.
+      if (this.group && this.connection.state !== "connected") {
+        this.setConnection({ state: "connected" }, "connected");
+      }
+    });
   }
 
   disconnect(): void {
     this.wantConnected = false;
     this.backendCall((b) => b.disconnect()).catch(() => {});
-    if (this.group && !this.group.isLeader) this.setConnection({ state: "disconnected" }, "disconnect_called");
+    // With a shared socket other tabs may keep it open; this tab is disconnected anyway.
+    if (this.group) this.setConnection({ state: "disconnected" }, "disconnect_called");
   }
 
   channel(name: string): Channel {
@@ -383,6 +389,8 @@ export class ClientImpl implements TidingsClient {
 
   /** This tab wants it and has not seen it: per-tab exactly-once by (channel, offset). */
   private accept(p: Publication): boolean {
+    // A tab that called disconnect() on a shared socket other tabs keep open hears nothing.
+    if (this.group && !this.wantConnected) return false;
     let wanted = false;
     for (const c of this.channels.values()) {
       if (c.wanted && matches(c.name, p.channel)) {

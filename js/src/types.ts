@@ -248,7 +248,8 @@ export interface TidingsClient {
   on<K extends keyof ClientEvents>(event: K, listener: ClientEvents[K]): Unsubscribe;
   /** Connects; resolves once connected, rejects once failed. */
   connect(): Promise<void>;
-  /** Closes the connection (kept subscriptions and queue resume on `connect()`). */
+  /** Closes the connection (kept subscriptions and queue resume on `connect()`). With a
+   * shared connection this tab stops receiving, and the socket closes once no tab wants it. */
   disconnect(): void;
   /** A channel handle (the same object for the same name). */
   channel(name: string): Channel;

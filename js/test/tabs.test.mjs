@@ -80,6 +80,15 @@ test("three tabs, one socket; leader closed or frozen, another takes over", { ti
     assert.equal((await counts(quitter)).m1b, undefined, "the tab that left gets nothing");
     await quitter.evaluate(() => globalThis.tidings.channel("discussion:general").subscribe());
 
+    // One tab disconnecting does not close the shared socket; it reconnects at once.
+    await quitter.evaluate(() => globalThis.tidings.disconnect());
+    assert.equal(await statusOf(quitter), "Offline");
+    await serverPost(server.base, "m1c");
+    await seenOnce(tabs.filter((p) => p !== quitter), ["m1c"]);
+    assert.equal(await connections(server.base), 1);
+    await quitter.evaluate(() => globalThis.tidings.connect());
+    await waitFor(async () => (await statusOf(quitter)) === "Live", { what: "Live after connect()" });
+
     // Close the leader tab: another takes over.
     let leader = await leaderOf(tabs);
     await leader.close({ runBeforeUnload: true });
