@@ -27,3 +27,27 @@ test("a post from one user appears for the other", { timeout: 60000 }, async () 
     await server.stop();
   }
 });
+
+test("a hidden tab (no animation frames) still gets and shows posts at once", { timeout: 60000 }, async () => {
+  const server = await startServer();
+  const browser = await launch();
+  try {
+    const hiddenContext = await browser.newContext();
+    // Headless pages are always visible: pretend this one is a background tab.
+    await hiddenContext.addInitScript(() => {
+      Object.defineProperty(Document.prototype, "visibilityState", { get: () => "hidden", configurable: true });
+      Object.defineProperty(Document.prototype, "hidden", { get: () => true, configurable: true });
+    });
+    const dana = await openDemo(hiddenContext, server.base, "dana");
+    const eve = await openDemo(await browser.newContext(), server.base, "eve");
+    for (const page of [dana, eve]) await waitFor(async () => (await statusOf(page)) === "Live", { what: "Live" });
+    assert.equal(await dana.evaluate(() => document.visibilityState), "hidden");
+    await post(eve, "to the background");
+    await waitFor(async () => (await postsOf(dana)).includes("to the background"), { what: "hidden tab gets it" });
+    await post(dana, "from the background");
+    await waitFor(async () => (await postsOf(eve)).includes("from the background"), { what: "eve gets it" });
+  } finally {
+    await browser.close();
+    await server.stop();
+  }
+});

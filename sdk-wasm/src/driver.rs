@@ -120,6 +120,7 @@ struct State {
     pending_events: Vec<Event>,
     flush_frame: Option<JsValue>,
     flush_timer: Option<TimeoutHandle>,
+    flush_microtask: bool,
     flush_cb: Option<Closure<dyn FnMut()>>,
 
     store: Option<Store>,
@@ -227,6 +228,7 @@ impl WasmClient {
             pending_events: Vec::new(),
             flush_frame: None,
             flush_timer: None,
+            flush_microtask: false,
             flush_cb: None,
             store: Some(store),
             persist_queue: VecDeque::new(),
@@ -470,6 +472,7 @@ impl State {
         if self.pending_events.is_empty()
             || self.flush_timer.is_some()
             || self.flush_frame.is_some()
+            || self.flush_microtask
         {
             return;
         }
@@ -485,10 +488,21 @@ impl State {
             FlushMode::Frame => {
                 if js::frames_available() {
                     self.flush_frame = js::request_frame(handler);
+                    // Frames stop when the tab gets hidden: a timer makes sure it leaves.
+                    self.flush_timer = Some(TimeoutHandle::start(handler, 100));
+                } else if js::is_hidden_document() {
+                    // A hidden tab paints nothing, and its timers wait up to a second; what
+                    // it holds may be the shared socket's events for the other tabs. Hand
+                    // them over in a microtask, once the current task (and borrow) is done.
+                    self.flush_microtask = true;
+                    let handler = handler.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        let _ = handler.call0(&JsValue::UNDEFINED);
+                    });
+                } else {
+                    // Workers: no frames, and timers are not throttled.
+                    self.flush_timer = Some(TimeoutHandle::start(handler, 16));
                 }
-                // Frames stop when the tab is hidden: a timer makes sure the batch leaves.
-                let delay = if self.flush_frame.is_some() { 100 } else { 16 };
-                self.flush_timer = Some(TimeoutHandle::start(handler, delay));
             }
         }
     }
@@ -688,6 +702,7 @@ fn flush(weak: &Weak<RefCell<State>>) {
         }
         // The timer may be the one running now; clearing a fired timeout is harmless.
         st.flush_timer = None;
+        st.flush_microtask = false;
         if st.pending_events.is_empty() {
             return;
         }

@@ -121,6 +121,16 @@ pub fn frames_available() -> bool {
         .is_none_or(|v| v == "visible")
 }
 
+/// True in a page whose document is hidden (a background tab).
+pub fn is_hidden_document() -> bool {
+    Reflect::get(&js_sys::global(), &"document".into())
+        .ok()
+        .filter(|d| d.is_object())
+        .and_then(|d| Reflect::get(&d, &"visibilityState".into()).ok())
+        .and_then(|v| v.as_string())
+        .is_some_and(|v| v == "hidden")
+}
+
 /// `requestAnimationFrame(handler)`; returns the request id to cancel it.
 pub fn request_frame(handler: &Function) -> Option<JsValue> {
     let global = js_sys::global();
