@@ -30,7 +30,7 @@ step "reference server for the end-to-end tests"
 cargo build -p server-reference
 
 step "end-to-end tests in headless Chromium (two users, tabs, offline, restart, consumer bundle)"
-(cd js && timeout 600 node --test --test-concurrency=1 --test-timeout=180000 test/)
+(cd js && timeout 600 node --test --test-concurrency=1 --test-timeout=180000 test/*.test.mjs)
 
 echo
 echo "web checks passed"
