@@ -5,7 +5,7 @@
 //   node scripts/build.mjs            full build
 //   node scripts/build.mjs --no-wasm  reuse js/wasm (TypeScript changes only)
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
@@ -50,7 +50,10 @@ cpSync(join(js, "wasm/tidings_wasm_bg.wasm"), join(dist, "tidings_wasm_bg.wasm")
 // Declarations: tsc for the wrapper, the wasm-bindgen one for the glue it references.
 run(bin("tsc"), ["-p", "tsconfig.json"], js);
 mkdirSync(join(dist, "types/wasm"), { recursive: true });
-cpSync(join(js, "wasm/tidings_wasm.d.ts"), join(dist, "types/wasm/tidings_wasm.d.ts"));
+// The glue's `[Symbol.dispose]` needs lib esnext.disposable; apps on older libs would fail
+// to type-check without skipLibCheck, and the glue is internal anyway.
+const glueTypes = readFileSync(join(js, "wasm/tidings_wasm.d.ts"), "utf8").replace(/^\s*\[Symbol\.dispose\]\(\): void;\n/m, "");
+writeFileSync(join(dist, "types/wasm/tidings_wasm.d.ts"), glueTypes);
 writeFileSync(join(dist, "index.d.ts"), 'export * from "./types/src/index.js";\n');
 writeFileSync(join(dist, "testing.d.ts"), 'export * from "./types/src/testing.js";\n');
 

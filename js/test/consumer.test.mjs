@@ -94,7 +94,41 @@ test("npm pack → esbuild bundle → runs in a page and a Web Worker; SSR impor
   assert.ok(node.exports.includes("createClient") && node.exports.includes("TidingsError"));
   assert.deepEqual([node.offset, node.data, node.user], [1, { n: 1 }, "a"]);
 
-  const server = await startServer({ extra: [] , demoDir: out });
+  // The published types: a TypeScript consumer type-checks against the packed .d.ts files.
+  writeFileSync(
+    join(dir, "src/typed.ts"),
+    `import { createClient, TidingsError, type Ack, type Publication, type StateChange, type TidingsEvent,
+       type PendingMessage, type MessageUpdate, type Stats, type Unsubscribe } from "tidings";
+     import { createTestClient, type TestClient } from "tidings/testing";
+     interface Post { text: string }
+     export async function typed(): Promise<number> {
+       const client = createClient({ url: "wss://example.test/ws", getToken: async () => "jwt", autoConnect: false });
+       const off: Unsubscribe = client.on("state", (s: StateChange) => void [s.state, s.previous, s.retryInMs]);
+       client.on("error", (e: TidingsError) => void e.code);
+       client.on("message", (m: MessageUpdate) => void (m.status.status === "acked" && m.status.offset));
+       client.on("batch", (events: TidingsEvent[]) => void events.map((e) => e.type));
+       const channel = client.channel("room");
+       channel.on("publication", (p: Publication) => void (p.data as Post).text);
+       for await (const batch of channel) { void batch[0]?.offset; break; }
+       const ack: Ack = await channel.publish<Post>("post.created", { text: "hi" });
+       const outbox: PendingMessage[] = await client.outbox();
+       const stats: Stats = await client.stats();
+       const test: TestClient = createTestClient({ user: "t" });
+       test.setOnline(false);
+       off();
+       return ack.offset + outbox.length + stats.reconnects;
+     }`,
+  );
+  writeFileSync(
+    join(dir, "tsconfig.json"),
+    JSON.stringify({
+      compilerOptions: { target: "es2022", module: "es2022", moduleResolution: "bundler", strict: true, noEmit: true, lib: ["es2022", "dom"] },
+      include: ["src/typed.ts"],
+    }),
+  );
+  execFileSync(join(js, "node_modules/.bin/tsc"), ["-p", join(dir, "tsconfig.json")], { cwd: dir, stdio: "inherit" });
+
+  const server = await startServer({ demoDir: out });
   const browser = await launch();
   try {
     const page = await browser.newPage();
