@@ -429,6 +429,8 @@ export class TabGroup implements Backend {
     if (wanted.connect) {
       this.wantConnect.add(from);
       local.connect().catch(() => {});
+    } else if (this.wantConnect.delete(from) && this.wantConnect.size === 0) {
+      local.disconnect();
     }
     if (from !== this.tabId) {
       local.ready.then(
