@@ -52,6 +52,33 @@ interface Request {
   queued?: boolean;
 }
 
+/** The leader-side driver (the wasm `LocalBackend`; a fake in unit tests). */
+export type Local = Pick<
+  LocalBackend,
+  | "ready"
+  | "connect"
+  | "disconnect"
+  | "clear"
+  | "subscribe"
+  | "unsubscribe"
+  | "publishWith"
+  | "cancel"
+  | "outbox"
+  | "stats"
+  | "stateNow"
+  | "lifecycle"
+  | "setToken"
+  | "close"
+>;
+
+/** Internal knobs (unit tests): timers and the driver factory. */
+export interface TabOptions {
+  heartbeatMs?: number;
+  takeoverMs?: number;
+  hiddenTakeoverMs?: number;
+  makeLocal?: (config: LocalConfig) => Local;
+}
+
 export interface TabHost {
   /** Raw batch (JSON text) for this tab's client. */
   onBatch(json: string): void;
@@ -82,7 +109,11 @@ export class TabGroup implements Backend {
   private lockName: string;
   private lockAbort?: AbortController;
   private releaseLock?: () => void;
-  private local?: LocalBackend;
+  private local?: Local;
+  private heartbeatMs: number;
+  private takeoverMs: number;
+  private hiddenTakeoverMs: number;
+  private makeLocal: (config: LocalConfig) => Local;
   private heartbeat?: ReturnType<typeof setInterval>;
   private watchdog?: ReturnType<typeof setInterval>;
   private nextId = 1;
@@ -96,16 +127,21 @@ export class TabGroup implements Backend {
     namespace: string,
     private config: Omit<LocalConfig, "onBatch">,
     private host: TabHost,
+    options: TabOptions = {},
   ) {
+    this.heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
+    this.takeoverMs = options.takeoverMs ?? TAKEOVER_MS;
+    this.hiddenTakeoverMs = options.hiddenTakeoverMs ?? HIDDEN_TAKEOVER_MS;
+    this.makeLocal = options.makeLocal ?? ((c) => new LocalBackend(c));
     this.channel = new BroadcastChannel("tidings:" + namespace);
     this.lockName = "tidings:" + namespace;
     this.channel.onmessage = (e) => this.onMessage(e.data);
-    this.watchdog = setInterval(() => this.tick(), HEARTBEAT_MS);
+    this.watchdog = setInterval(() => this.tick(), this.heartbeatMs);
     if (hasLocks()) {
       this.queueForLock();
     } else {
       // Heartbeat-only election: claim leadership after a short silence at start-up.
-      this.lastSeen = Date.now() - TAKEOVER_MS + 1200;
+      this.lastSeen = Date.now() - this.takeoverMs + Math.min(1200, this.takeoverMs / 2);
     }
     // Ask whoever leads to announce itself (a heartbeat comes within a second anyway).
     this.post({ t: "hello", ...this.host.wanted() });
@@ -153,7 +189,7 @@ export class TabGroup implements Backend {
 
   private tick(): void {
     if (this.closed || this.role === "leader") return;
-    const patience = this.leaderId && this.leaderHidden ? HIDDEN_TAKEOVER_MS : TAKEOVER_MS;
+    const patience = this.leaderId && this.leaderHidden ? this.hiddenTakeoverMs : this.takeoverMs;
     if (Date.now() - this.lastSeen > patience) {
       // No heartbeat: the leader is gone or frozen (or there never was one).
       debug(this.tabId, "no heartbeat: taking over");
@@ -171,7 +207,7 @@ export class TabGroup implements Backend {
     this.refs.clear();
     this.wantConnect.clear();
     const epoch = this.epoch;
-    this.local = new LocalBackend({
+    this.local = this.makeLocal({
       ...this.config,
       // Resume from what this tab last received: the previous leader may have stored
       // positions of events it never broadcast (closed or frozen in between).
@@ -180,10 +216,15 @@ export class TabGroup implements Backend {
         if (this.role !== "leader" || this.epoch !== epoch) return;
         this.post({ t: "events", epoch, json });
         this.host.onBatch(json);
+        // Publishes this tab made before it led (handed over from the previous leader).
+        this.settleFromBatch(json);
       },
     });
     this.post({ t: "leader", epoch });
-    this.heartbeat = setInterval(() => this.post({ t: "hb", epoch, hidden: isHidden() }), HEARTBEAT_MS);
+    this.heartbeat = setInterval(
+      () => this.post({ t: "hb", epoch, hidden: isHidden() }),
+      this.heartbeatMs,
+    );
     // Our own wishes first, then whatever was waiting for a leader.
     this.onHello(this.tabId, this.host.wanted());
     this.resendPending();
@@ -267,7 +308,7 @@ export class TabGroup implements Backend {
           this.leaderId = undefined;
           // The lock is free: a queued tab gets it at once. Without Web Locks, race.
           if (!hasLocks()) setTimeout(() => this.tick(), Math.random() * 300);
-          this.lastSeen = Date.now() - TAKEOVER_MS + 500;
+          this.lastSeen = Date.now() - this.takeoverMs + Math.min(500, this.takeoverMs / 4);
         }
         break;
       case "hello":
@@ -301,7 +342,11 @@ export class TabGroup implements Backend {
 
   private onFollowerBatch(json: string): void {
     this.host.onBatch(json);
-    // Publishes of this tab resolve from the leader's message events.
+    this.settleFromBatch(json);
+  }
+
+  /** Publishes of this tab resolve from the message events of whoever leads. */
+  private settleFromBatch(json: string): void {
     if (![...this.requests.values()].some((r) => r.msgId)) return;
     let events: any[];
     try {
