@@ -23,6 +23,7 @@ before(async () => {
     platform: "neutral",
     logLevel: "warning",
   });
+  await esbuild.stop();
   ({ TabGroup } = await import(pathToFileURL(out).href + "?" + Date.now()));
 });
 
@@ -203,6 +204,30 @@ test("events of an older leader epoch are ignored, and an old leader steps down"
   raw.postMessage({ t: "leader", epoch: Date.now() + 60_000, from: "zzzz-newer" });
   await waitFor(() => !leader.group.isLeader, { what: "old leader steps down", timeout: 2000, interval: 5 });
   raw.close();
+  a.group.close();
+  b.group.close();
+});
+
+test("the leader's own pending publish survives its stepping down (freeze) and is acked via the next leader", async () => {
+  const w = world();
+  const ns = namespace();
+  const a = tab(ns, w);
+  const b = tab(ns, w);
+  const leader = await electOne([a, b]);
+  const other = leader === a ? b : a;
+  const first = driverOf(w);
+  const sending = leader.group.publish("room", "post", "{}");
+  await waitFor(() => first.published.length === 1, { what: "published", timeout: 2000, interval: 5 });
+  const { msgId } = first.published[0];
+  await sleep(10);
+  leader.group.suspend(); // `freeze`: resigns, closes its driver (pending acks reject `closed`)
+  assert.ok(first.closed);
+  await waitFor(() => other.group.isLeader, { what: "takeover", timeout: 3000, interval: 10 });
+  const second = driverOf(w);
+  await sleep(100);
+  assert.equal(second.published.length, 0, "in the restored outbox, not published again");
+  second.ack(msgId, 11);
+  assert.deepEqual(await sending, { msgId, epoch: "e", offset: 11 });
   a.group.close();
   b.group.close();
 });
