@@ -33,8 +33,8 @@ if [ "$have" != "$want" ]; then
   cargo_install wasm-bindgen-cli --version "$want"
 fi
 
-step "chromium + chromedriver (Debian packages)"
-if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+step "chromium + chromedriver (Debian packages; skipped with TIDINGS_SKIP_BROWSER=1)"
+if [ "${TIDINGS_SKIP_BROWSER:-0}" != 1 ] && { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; }; then
   as_root apt-get update
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver
 fi

@@ -64,5 +64,8 @@ cargo test --workspace --all-features
 step "mobile: Kotlin tests on the JVM against a real server, Swift package generation"
 ./scripts/test-mobile.sh
 
+step "web: npm package build, wasm-pack browser tests, bundler check, size, Playwright e2e"
+./scripts/test-web.sh
+
 echo
 echo "all checks passed"
