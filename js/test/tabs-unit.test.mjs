@@ -184,7 +184,8 @@ test("subscriptions are counted per tab; a closing tab releases its own", async 
     other.group.close(); // bye: its "news" goes away
     await waitFor(() => !driver.subs.has("news"), { what: "released on bye", timeout: 2000, interval: 5 });
   }
-  leader.group.close();
+  a.group.close();
+  b.group.close();
 });
 
 test("events of an older leader epoch are ignored, and an old leader steps down", async () => {
