@@ -735,6 +735,7 @@ fn describe_js(value: &JsValue) -> String {
 }
 
 /// Applies store writes one at a time, in order, feeding each confirmation to the core.
+/// Holds the state (never borrowed across an `await`) until the queue is empty.
 async fn run_store(weak: Weak<RefCell<State>>) {
     loop {
         let Some(inner) = weak.upgrade() else {
@@ -758,14 +759,12 @@ async fn run_store(weak: Weak<RefCell<State>>) {
                 }
             }
         };
-        drop(inner);
         let Some((op, mut store)) = next else {
             return;
         };
+        // `inner` (not borrowed) stays alive across the write: writes asked for before the
+        // client was closed and dropped by JavaScript still reach IndexedDB.
         let result = store.apply(&op.kind).await;
-        let Some(inner) = weak.upgrade() else {
-            return;
-        };
         let mut st = inner.borrow_mut();
         st.durable = store.is_durable();
         st.store = Some(store);
