@@ -16,7 +16,16 @@ async function fetchToken() {
   return response.json();
 }
 
-const { token, url } = await fetchToken();
+let token, url;
+try {
+  ({ token, url } = await fetchToken());
+} catch (error) {
+  // E.g. a user name the dev token endpoint refuses, or a server without --dev-tokens.
+  const status = $("status");
+  status.dataset.state = "failed";
+  status.textContent = "Cannot sign in: " + error.message;
+  throw error;
+}
 const client = createClient({
   url,
   token,
