@@ -140,7 +140,9 @@ $("composer").addEventListener("submit", (event) => {
   const text = input.value.trim();
   if (!text) return;
   input.value = "";
-  const post = { key: crypto.randomUUID(), author: user, text };
+  // randomUUID needs a secure context (https or localhost); a LAN address is not one.
+  const key = crypto.randomUUID?.() ?? Date.now().toString(36) + Math.random().toString(36).slice(2);
+  const post = { key, author: user, text };
   render(post.key, { ...post, ts: Date.now() }, "sending");
   client.publish(CHANNEL, "post.created", post).then(
     () => setDelivery(post.key, "sent"),
