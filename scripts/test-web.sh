@@ -30,6 +30,9 @@ step "reference server for the end-to-end tests"
 cargo build -p server-reference
 
 step "end-to-end tests in headless Chromium (two users, tabs, offline, restart, consumer bundle)"
+# The server binary lives in cargo's target directory, wherever CARGO_TARGET_DIR puts it.
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+export TIDINGS_SERVER="${target_dir:-$PWD/target}/debug/server-reference"
 (cd js && timeout 600 node --test --test-concurrency=1 --test-timeout=180000 test/*.test.mjs)
 
 echo
