@@ -755,15 +755,7 @@ impl Client {
             }
             if self.resubscribe_at.is_some_and(|t| now >= t) {
                 self.resubscribe_at = None;
-                let retry: Vec<String> = self
-                    .subs
-                    .iter()
-                    .filter(|(_, s)| {
-                        matches!(s.state, SubscriptionState::Subscribing) && s.awaiting.is_none()
-                    })
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for name in retry {
+                for name in self.unsent_subscriptions() {
                     self.send_subscribe(&name);
                 }
             }
@@ -1326,14 +1318,7 @@ impl Client {
         self.session_id = Some(session_id);
         self.set_state(ConnectionState::Connected, "connected");
         self.schedule_refresh();
-        let added_during_handshake: Vec<String> = self
-            .subs
-            .iter()
-            .filter(|(_, s)| {
-                matches!(s.state, SubscriptionState::Subscribing) && s.awaiting.is_none()
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
+        let added_during_handshake = self.unsent_subscriptions();
         for (name, result) in subs.iter().zip(results) {
             if self.subs.get(name).and_then(|s| s.awaiting) == Some(connect_id) {
                 self.on_subscribe_result(name, result);
@@ -1432,6 +1417,17 @@ impl Client {
                 since: None,
             }
         }
+    }
+
+    /// Subscriptions that are wanted but not on the wire (none of their commands pending).
+    fn unsent_subscriptions(&self) -> Vec<String> {
+        self.subs
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.state, SubscriptionState::Subscribing) && s.awaiting.is_none()
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     fn send_subscribe(&mut self, channel: &str) {
