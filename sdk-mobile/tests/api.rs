@@ -2,64 +2,14 @@
 //! in-process reference server. Listeners are Rust implementations of the foreign traits.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use server_reference::{Claims, Config, ServerHandle};
+use tests::{config, eventually, http, start, tls_proxy, token, API_KEY};
 use tidings_mobile::{
     ChannelListener, ClientConfig, ClientListener, ConnectionState, MessageStatus, Publication,
     SqliteStore, TidingsClient, TidingsError, TokenProvider,
 };
-
-const SECRET: &str = "mobile-secret";
-const API_KEY: &str = "mobile-api-key";
-
-fn config(data_dir: Option<PathBuf>) -> Config {
-    Config {
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        jwt_secret: SECRET.into(),
-        api_key: API_KEY.into(),
-        data_dir,
-        ..Config::default()
-    }
-}
-
-/// Starts a server; with `at`, on that exact address (a restart), retrying the bind for
-/// a few seconds while the old socket is released.
-fn start(mut config: Config, at: Option<SocketAddr>) -> ServerHandle {
-    if let Some(addr) = at {
-        config.bind = addr;
-    }
-    let mut last = None;
-    for _ in 0..100 {
-        match ServerHandle::start(config.clone()) {
-            Ok(server) => return server,
-            Err(e) => {
-                last = Some(e);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-    panic!("server did not start: {last:?}");
-}
-
-fn token(user: &str) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    server_reference::mint_token(
-        SECRET,
-        &Claims {
-            sub: user.into(),
-            exp: Some(now + 3_600),
-            channels: vec!["*".into()],
-            publish: vec!["*".into()],
-            info: None,
-        },
-    )
-}
 
 fn client_config(url: &str, user: &str, database: Option<&std::path::Path>) -> ClientConfig {
     ClientConfig {
@@ -74,35 +24,11 @@ fn client(url: &str, user: &str, database: Option<&std::path::Path>) -> Arc<Tidi
     TidingsClient::new(client_config(url, user, database), None).expect("client")
 }
 
-async fn eventually<F, Fut>(secs: u64, what: &str, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out after {secs} s waiting for: {what}");
-}
-
 /// `POST /api/publish` from the app's "back end".
 async fn http_publish(addr: SocketAddr, channel: &str, event: &str, data: serde_json::Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = serde_json::json!({ "channel": channel, "event": event, "data": data }).to_string();
-    let request = format!(
-        "POST /api/publish HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nAuthorization: Bearer {API_KEY}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let text = String::from_utf8_lossy(&response);
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = serde_json::json!({ "channel": channel, "event": event, "data": data });
+    let (status, reply) = http(addr, "POST", "/api/publish", Some(API_KEY), Some(&body)).await;
+    assert_eq!(status, 200, "{reply}");
 }
 
 // ---------------------------------------------------------------- recording listeners
@@ -695,52 +621,6 @@ async fn a_token_provider_alone_is_enough_and_options_json_is_applied() {
 }
 
 // ---------------------------------------------------------------- TLS
-
-fn self_signed() -> (
-    String,
-    rustls::pki_types::CertificateDer<'static>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let pem = cert.pem();
-    let der = cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    (pem, der, key)
-}
-
-/// A TLS terminator in front of the plain server: `wss://localhost:PORT` -> `ws://server`.
-async fn tls_proxy(backend: SocketAddr) -> (u16, String) {
-    let (pem, cert, key) = self_signed();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    (port, pem)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_with_the_ca_pem_option() {

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::json;
-use tests::{client, config, eventually, http, start, token, token_with, Recorder, API_KEY};
+use tests::{
+    client, config, eventually, http, start, tls_proxy, token, token_with, Recorder, API_KEY,
+};
 use tidings::native::{TidingsClient, TlsOptions};
 use tidings::{ConnectionState, Event, Lifecycle, MemoryStore};
 
@@ -597,52 +599,6 @@ async fn graceful_shutdown_advises_clients_to_come_back() {
     assert!(recorder.events().iter().any(
         |e| matches!(e, Event::State { reason, .. } if reason == "server_disconnect:shutdown")
     ));
-}
-
-fn self_signed() -> (
-    String,
-    rustls::pki_types::CertificateDer<'static>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let pem = cert.pem();
-    let der = cert.der().clone();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
-    (pem, der, key)
-}
-
-/// A TLS terminator in front of the plain server: `wss://localhost:PORT` -> `ws://server`.
-async fn tls_proxy(backend: std::net::SocketAddr) -> (u16, String) {
-    let (pem, cert, key) = self_signed();
-    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
-    .expect("server config");
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
-            });
-        }
-    });
-    (port, pem)
 }
 
 #[tokio::test]
