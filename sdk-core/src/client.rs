@@ -132,6 +132,8 @@ pub struct Stats {
     pub messages_acked: u64,
     /// Server-assigned id of the current connection.
     pub client_id: Option<String>,
+    /// Id of the server session (changes when the server restarts).
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,7 +249,6 @@ pub struct Client {
     events: Vec<Event>,
     batch_deadline: Option<u64>,
     stats: Stats,
-    session_id: Option<String>,
 }
 
 const MAX_EVENT_NAME: usize = 128;
@@ -303,10 +304,10 @@ impl Client {
             events: Vec::new(),
             batch_deadline: None,
             stats: Stats::default(),
-            session_id: None,
         };
         if let Some(token) = token {
-            client.set_token(token);
+            // Refreshes are scheduled once connected, when the clocks are known.
+            client.adopt_token(token);
         }
         client
     }
@@ -1315,7 +1316,7 @@ impl Client {
         }
         self.rtt_sample(sent_at);
         self.stats.client_id = Some(client_id);
-        self.session_id = Some(session_id);
+        self.stats.session_id = Some(session_id);
         self.set_state(ConnectionState::Connected, "connected");
         self.schedule_refresh();
         let added_during_handshake = self.unsent_subscriptions();

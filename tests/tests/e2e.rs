@@ -72,6 +72,7 @@ async fn quickstart_two_clients_publish_and_receive() {
     let stats = emily.stats().await.expect("stats");
     assert_eq!(stats.messages_acked, 1);
     assert!(stats.rtt_ms.is_some());
+    assert!(stats.client_id.is_some() && stats.session_id.is_some());
 }
 
 #[tokio::test]
