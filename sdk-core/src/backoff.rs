@@ -1,10 +1,9 @@
 //! Exponential backoff with full jitter.
 
-use serde::{Deserialize, Serialize};
-
 /// When to retry a lost connection. Defaults: 1 s base, doubling, 30 s cap, 10 attempts.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct ReconnectPolicy {
     /// Delay ceiling of the first attempt, ms.
     pub base_delay_ms: u64,

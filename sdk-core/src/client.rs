@@ -2,10 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::Serialize;
-
 use crate::error::ClientError;
 use crate::event::{ConnectionState, Event, MessageStatus, SubscriptionState};
+use crate::json::{ObjectWriter, ToJson};
 use crate::jwt::peek_claims;
 use crate::options::{Options, OutboxFullPolicy};
 use crate::outbox::{Outbox, PendingMessage, Slot};
@@ -22,8 +21,9 @@ use crate::time::Now;
 pub type TransportId = u64;
 
 /// Platform lifecycle changes a driver reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Lifecycle {
     /// The network came back.
     Online,
@@ -108,7 +108,8 @@ pub enum Output {
 }
 
 /// Counters and gauges for observability.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Stats {
     /// Current state name.
     pub state: String,
@@ -134,6 +135,36 @@ pub struct Stats {
     pub client_id: Option<String>,
     /// Id of the server session (changes when the server restarts).
     pub session_id: Option<String>,
+}
+
+/// Every counter by its field name; absent values are `null`.
+impl ToJson for Stats {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = ObjectWriter::new(out);
+        obj.str("state", &self.state);
+        match self.rtt_ms {
+            Some(ms) => obj.u64("rtt_ms", ms),
+            None => obj.raw("rtt_ms", "null"),
+        };
+        obj.u64("reconnects", self.reconnects)
+            .u64("queue_depth", self.queue_depth as u64)
+            .u64("subscriptions", self.subscriptions as u64)
+            .u64("recoveries_succeeded", self.recoveries_succeeded)
+            .u64("recoveries_failed", self.recoveries_failed)
+            .u64("publications_delivered", self.publications_delivered)
+            .u64("duplicates_dropped", self.duplicates_dropped)
+            .u64("messages_acked", self.messages_acked);
+        for (key, value) in [
+            ("client_id", &self.client_id),
+            ("session_id", &self.session_id),
+        ] {
+            match value {
+                Some(id) => obj.str(key, id),
+                None => obj.raw(key, "null"),
+            };
+        }
+        obj.end();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -507,7 +538,7 @@ impl Client {
             event: event.into(),
             data,
         };
-        let size = serde_json::to_string(&frame).map(|s| s.len()).unwrap_or(0);
+        let size = frame.to_json().len();
         if size > self.max_frame_bytes {
             return Err(ClientError::FrameTooLarge {
                 size,

@@ -1,5 +1,6 @@
 //! Errors the client reports, each with a stable `code()`.
 
+use crate::json::{ObjectWriter, ToJson};
 use crate::protocol::{ErrorBody, ErrorCode};
 
 /// Everything that can go wrong for an app using the client. Local misuse is returned from
@@ -8,7 +9,7 @@ use crate::protocol::{ErrorBody, ErrorCode};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClientError {
     /// The channel or pattern name is not valid.
-    #[error("invalid channel name {name:?}: {reason}")]
+    #[error("invalid channel name \"{name}\": {reason}")]
     InvalidChannel {
         /// The rejected name.
         name: String,
@@ -16,7 +17,7 @@ pub enum ClientError {
         reason: String,
     },
     /// Publishing needs a concrete channel, not a pattern.
-    #[error("cannot publish to pattern {0:?}")]
+    #[error("cannot publish to pattern \"{0}\"")]
     PublishToPattern(String),
     /// The event name is empty or too long.
     #[error("event name must be 1..=128 bytes")]
@@ -36,10 +37,10 @@ pub enum ClientError {
     #[error("at most {0} subscriptions per connection")]
     TooManyChannels(usize),
     /// No queued message with this id.
-    #[error("no pending message {0:?}")]
+    #[error("no pending message \"{0}\"")]
     UnknownMessage(String),
     /// The message was already sent; it may still be delivered.
-    #[error("message {0:?} was already sent and can no longer be cancelled")]
+    #[error("message \"{0}\" was already sent and can no longer be cancelled")]
     NotCancellable(String),
     /// The message stayed queued longer than the outbox TTL.
     #[error("message expired after waiting {waited_ms} ms in the outbox")]
@@ -108,6 +109,14 @@ impl ClientError {
         }
     }
 
+    /// For `rate_limited` server errors: how long to wait before retrying.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            Self::Server { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        }
+    }
+
     /// Whether retrying the same thing later may succeed.
     pub fn is_temporary(&self) -> bool {
         match self {
@@ -129,20 +138,29 @@ impl From<ErrorBody> for ClientError {
     }
 }
 
-/// Serialized as `{ "code", "message", "temporary", "retry_after_ms"? }`, the shape the
-/// JS and mobile layers turn into their error objects.
+/// Written as `{ "code", "message", "temporary", "retry_after_ms"? }`, the shape the JS
+/// and mobile layers turn into their error objects.
+impl ToJson for ClientError {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = ObjectWriter::new(out);
+        obj.str("code", self.code())
+            .str("message", &self.to_string())
+            .bool("temporary", self.is_temporary())
+            .opt_u64("retry_after_ms", self.retry_after_ms());
+        obj.end();
+    }
+}
+
+/// The same shape as [`ToJson`].
+#[cfg(feature = "serde")]
 impl serde::Serialize for ClientError {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let retry_after = match self {
-            Self::Server { retry_after_ms, .. } => *retry_after_ms,
-            _ => None,
-        };
         let mut s = serializer.serialize_struct("ClientError", 4)?;
         s.serialize_field("code", self.code())?;
         s.serialize_field("message", &self.to_string())?;
         s.serialize_field("temporary", &self.is_temporary())?;
-        if let Some(ms) = retry_after {
+        if let Some(ms) = self.retry_after_ms() {
             s.serialize_field("retry_after_ms", &ms)?;
         }
         s.end()

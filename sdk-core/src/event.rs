@@ -1,14 +1,14 @@
 //! What the client tells the app: connection states, subscription states, publications,
 //! message statuses and errors, delivered in ordered batches.
 
-use serde::Serialize;
-
 use crate::error::ClientError;
+use crate::json::{ObjectWriter, ToJson};
 use crate::protocol::Publication;
 
 /// The connection's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "state", rename_all = "snake_case"))]
 pub enum ConnectionState {
     /// Not connected and not trying (initial state, or after `disconnect()`).
     Disconnected,
@@ -48,8 +48,9 @@ impl ConnectionState {
 }
 
 /// A subscription's state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "state", rename_all = "snake_case"))]
 pub enum SubscriptionState {
     /// Wanted, waiting for a connection or for the server's answer.
     Subscribing,
@@ -65,8 +66,9 @@ pub enum SubscriptionState {
 }
 
 /// Where a queued publish stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "status", rename_all = "snake_case"))]
 pub enum MessageStatus {
     /// Accepted by the client, waiting for the store to confirm it is durable.
     Persisting,
@@ -96,8 +98,9 @@ impl MessageStatus {
 }
 
 /// One thing that happened, for the app.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
 pub enum Event {
     /// The connection state changed.
     State {
@@ -147,4 +150,132 @@ pub enum Event {
         /// What failed.
         message: String,
     },
+}
+
+fn tagged<'o>(out: &'o mut String, tag: &str, name: &str) -> ObjectWriter<'o> {
+    let mut obj = ObjectWriter::new(out);
+    obj.str(tag, name);
+    obj
+}
+
+/// `{"state": name, ...fields}`, the shape the JS and mobile layers read.
+impl ToJson for ConnectionState {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = tagged(out, "state", self.name());
+        match self {
+            Self::Reconnecting {
+                attempt,
+                retry_in_ms,
+            } => {
+                obj.u64("attempt", u64::from(*attempt));
+                match retry_in_ms {
+                    Some(ms) => obj.u64("retry_in_ms", *ms),
+                    None => obj.raw("retry_in_ms", "null"),
+                };
+            }
+            Self::Failed { code, message } => {
+                obj.str("code", code).str("message", message);
+            }
+            Self::Disconnected | Self::Connecting | Self::Connected => {}
+        }
+        obj.end();
+    }
+}
+
+/// `{"state": name, "error"?}`.
+impl ToJson for SubscriptionState {
+    fn write_json(&self, out: &mut String) {
+        let name = match self {
+            Self::Subscribing => "subscribing",
+            Self::Subscribed => "subscribed",
+            Self::Failed { .. } => "failed",
+            Self::Unsubscribed => "unsubscribed",
+        };
+        let mut obj = tagged(out, "state", name);
+        if let Self::Failed { error } = self {
+            error.write_json(obj.key("error"));
+        }
+        obj.end();
+    }
+}
+
+/// `{"status": name, ...fields}`.
+impl ToJson for MessageStatus {
+    fn write_json(&self, out: &mut String) {
+        let name = match self {
+            Self::Persisting => "persisting",
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Acked { .. } => "acked",
+            Self::Failed { .. } => "failed",
+        };
+        let mut obj = tagged(out, "status", name);
+        match self {
+            Self::Acked { epoch, offset } => {
+                obj.str("epoch", epoch).u64("offset", *offset);
+            }
+            Self::Failed { error } => error.write_json(obj.key("error")),
+            _ => {}
+        }
+        obj.end();
+    }
+}
+
+/// `{"type": name, ...fields}`; a publication's fields are inline.
+impl ToJson for Event {
+    fn write_json(&self, out: &mut String) {
+        match self {
+            Self::State { old, new, reason } => {
+                let mut obj = tagged(out, "type", "state");
+                old.write_json(obj.key("old"));
+                new.write_json(obj.key("new"));
+                obj.str("reason", reason);
+                obj.end();
+            }
+            Self::Subscription { channel, state } => {
+                let mut obj = tagged(out, "type", "subscription");
+                obj.str("channel", channel);
+                state.write_json(obj.key("state"));
+                obj.end();
+            }
+            Self::Subscribed {
+                channel,
+                recovered,
+                needs_reload,
+            } => {
+                let mut obj = tagged(out, "type", "subscribed");
+                obj.str("channel", channel)
+                    .bool("recovered", *recovered)
+                    .bool("needs_reload", *needs_reload);
+                obj.end();
+            }
+            Self::Publication(publication) => {
+                // `{"type":"publication"` + the publication's own fields.
+                out.push_str("{\"type\":\"publication\",");
+                let start = out.len();
+                publication.write_json(out);
+                out.remove(start);
+            }
+            Self::Message {
+                msg_id,
+                channel,
+                status,
+            } => {
+                let mut obj = tagged(out, "type", "message");
+                obj.str("msg_id", msg_id).str("channel", channel);
+                status.write_json(obj.key("status"));
+                obj.end();
+            }
+            Self::Error { error } => {
+                let mut obj = tagged(out, "type", "error");
+                error.write_json(obj.key("error"));
+                obj.end();
+            }
+            Self::StoreWarning { message } => {
+                let mut obj = tagged(out, "type", "store_warning");
+                obj.str("message", message);
+                obj.end();
+            }
+        }
+    }
 }

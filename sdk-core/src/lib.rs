@@ -12,8 +12,10 @@
 
 pub mod backoff;
 mod client;
+pub mod codec;
 pub mod error;
 pub mod event;
+pub mod json;
 pub mod jwt;
 pub mod options;
 mod outbox;

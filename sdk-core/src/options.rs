@@ -1,12 +1,14 @@
 //! Client configuration with documented defaults.
 
-use serde::{Deserialize, Serialize};
-
 use crate::backoff::ReconnectPolicy;
+use crate::codec::DecodeError;
+use crate::json::{self, Value};
+use crate::store::number_u64;
 
 /// What to do when the outbox is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum OutboxFullPolicy {
     /// `publish()` fails with `outbox_full` (default: nothing accepted is ever dropped).
     #[default]
@@ -16,8 +18,9 @@ pub enum OutboxFullPolicy {
 }
 
 /// The offline send queue.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct OutboxOptions {
     /// Most messages kept (default 1000).
     pub max_messages: usize,
@@ -42,8 +45,9 @@ impl Default for OutboxOptions {
 }
 
 /// Client options. Every field has a default (see each field), matching the seeds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct Options {
     /// WebSocket URL of the server, e.g. `wss://rt.example.com/ws`.
     pub url: String,
@@ -137,5 +141,214 @@ impl Options {
             self.url,
             self.effective_user().unwrap_or_else(|| "anonymous".into())
         )
+    }
+}
+
+/// Reads options from JSON, snake_case like the field names; every member is optional.
+struct OptionsReader<'v, 'a> {
+    object: &'v Value<'a>,
+    prefix: &'static str,
+}
+
+impl OptionsReader<'_, '_> {
+    fn error(&self, key: &str, expected: &str) -> DecodeError {
+        DecodeError(
+            String::from("invalid options: `") + self.prefix + key + "` must be " + expected,
+        )
+    }
+
+    fn u64(&self, key: &str, target: &mut u64) -> Result<(), DecodeError> {
+        if let Some(v) = self.object.get(key) {
+            *target = number_u64(v).ok_or_else(|| self.error(key, "a non-negative integer"))?;
+        }
+        Ok(())
+    }
+
+    fn usize(&self, key: &str, target: &mut usize) -> Result<(), DecodeError> {
+        let mut n = *target as u64;
+        self.u64(key, &mut n)?;
+        *target = usize::try_from(n).map_err(|_| self.error(key, "smaller"))?;
+        Ok(())
+    }
+
+    fn string(&self, key: &str, target: &mut String) -> Result<(), DecodeError> {
+        if let Some(v) = self.object.get(key) {
+            *target = v
+                .as_str()
+                .ok_or_else(|| self.error(key, "a string"))?
+                .to_owned();
+        }
+        Ok(())
+    }
+
+    /// `null` clears the value.
+    fn opt_string(&self, key: &str, target: &mut Option<String>) -> Result<(), DecodeError> {
+        if self.object.member(key).is_some() {
+            let mut s = String::new();
+            self.string(key, &mut s)?;
+            *target = self.object.get(key).map(|_| s);
+        }
+        Ok(())
+    }
+
+    fn bool(&self, key: &str, target: &mut bool) -> Result<(), DecodeError> {
+        if let Some(v) = self.object.get(key) {
+            *target = v
+                .as_bool()
+                .ok_or_else(|| self.error(key, "true or false"))?;
+        }
+        Ok(())
+    }
+
+    fn nested(
+        &self,
+        key: &str,
+        prefix: &'static str,
+    ) -> Result<Option<OptionsReader<'_, '_>>, DecodeError> {
+        match self.object.get(key) {
+            None => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(OptionsReader { object: v, prefix })),
+            Some(_) => Err(self.error(key, "an object")),
+        }
+    }
+}
+
+/// A decimal number without exponent (`2`, `1.5`) as an `f64`.
+fn decimal(text: &str) -> Option<f64> {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if int.is_empty() || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut value = 0.0;
+    for b in int.bytes() {
+        value = value * 10.0 + f64::from(b - b'0');
+    }
+    let mut scale = 1.0;
+    for b in frac.bytes() {
+        scale /= 10.0;
+        value += f64::from(b - b'0') * scale;
+    }
+    Some(value)
+}
+
+impl Options {
+    /// Reads options from JSON text: the field names in snake_case, every member optional
+    /// (missing ones keep their defaults), unknown members ignored. Nested `reconnect` and
+    /// `outbox` objects take the fields of [`ReconnectPolicy`] and [`OutboxOptions`];
+    /// `reconnect.max_attempts: null` means never give up.
+    pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        let value = json::parse(text)
+            .map_err(|e| DecodeError(String::from("invalid options: ") + &e.to_string()))?;
+        if !matches!(value, Value::Object(_)) {
+            return Err(DecodeError(
+                "invalid options: expected a JSON object".into(),
+            ));
+        }
+        let r = OptionsReader {
+            object: &value,
+            prefix: "",
+        };
+        let mut o = Options::default();
+        r.string("url", &mut o.url)?;
+        r.opt_string("token", &mut o.token)?;
+        r.bool("token_provider", &mut o.token_provider)?;
+        r.opt_string("user", &mut o.user)?;
+        r.string("client_name", &mut o.client_name)?;
+        r.string("client_version", &mut o.client_version)?;
+        r.u64("connect_timeout_ms", &mut o.connect_timeout_ms)?;
+        r.u64("command_timeout_ms", &mut o.command_timeout_ms)?;
+        r.u64("ping_interval_ms", &mut o.ping_interval_ms)?;
+        r.u64("heartbeat_grace_ms", &mut o.heartbeat_grace_ms)?;
+        r.u64("liveness_timeout_ms", &mut o.liveness_timeout_ms)?;
+        r.u64("clock_jump_ms", &mut o.clock_jump_ms)?;
+        r.u64("token_refresh_margin_ms", &mut o.token_refresh_margin_ms)?;
+        r.u64("batch_window_ms", &mut o.batch_window_ms)?;
+        r.usize("max_frame_bytes", &mut o.max_frame_bytes)?;
+        r.usize("max_channels", &mut o.max_channels)?;
+        if let Some(rr) = r.nested("reconnect", "reconnect.")? {
+            let p = &mut o.reconnect;
+            rr.u64("base_delay_ms", &mut p.base_delay_ms)?;
+            rr.u64("max_delay_ms", &mut p.max_delay_ms)?;
+            rr.u64("reset_after_ms", &mut p.reset_after_ms)?;
+            if let Some(v) = rr.object.get("factor") {
+                p.factor = match v {
+                    Value::Number(text) => decimal(text),
+                    _ => None,
+                }
+                .ok_or_else(|| rr.error("factor", "a decimal number such as 1.5"))?;
+            }
+            if let Some(m) = rr.object.member("max_attempts") {
+                p.max_attempts =
+                    match &m.value {
+                        Value::Null => None,
+                        v => Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(
+                            || rr.error("max_attempts", "a non-negative integer or null"),
+                        )?),
+                    };
+            }
+        }
+        if let Some(br) = r.nested("outbox", "outbox.")? {
+            let b = &mut o.outbox;
+            br.usize("max_messages", &mut b.max_messages)?;
+            br.u64("ttl_ms", &mut b.ttl_ms)?;
+            br.usize("max_in_flight", &mut b.max_in_flight)?;
+            if let Some(v) = br.object.get("full_policy") {
+                b.full_policy = match v.as_str() {
+                    Some("reject_new") => OutboxFullPolicy::RejectNew,
+                    Some("drop_oldest") => OutboxFullPolicy::DropOldest,
+                    _ => return Err(br.error("full_policy", "\"reject_new\" or \"drop_oldest\"")),
+                };
+            }
+        }
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_json_reads_every_field_and_keeps_defaults() {
+        let o = Options::from_json(
+            r#"{"url":"ws://x","token":"t","user":null,"ping_interval_ms":5000,
+                "reconnect":{"factor":1.5,"max_attempts":null,"base_delay_ms":200},
+                "outbox":{"full_policy":"drop_oldest","max_messages":3},"unknown":[1]}"#,
+        )
+        .expect("valid");
+        assert_eq!(o.url, "ws://x");
+        assert_eq!(o.token.as_deref(), Some("t"));
+        assert_eq!(o.user, None);
+        assert_eq!(o.ping_interval_ms, 5000);
+        assert_eq!(o.reconnect.factor, 1.5);
+        assert_eq!(o.reconnect.max_attempts, None);
+        assert_eq!(o.reconnect.base_delay_ms, 200);
+        assert_eq!(
+            o.reconnect.max_delay_ms,
+            ReconnectPolicy::default().max_delay_ms
+        );
+        assert_eq!(o.outbox.full_policy, OutboxFullPolicy::DropOldest);
+        assert_eq!(o.outbox.max_messages, 3);
+        assert_eq!(o.command_timeout_ms, Options::default().command_timeout_ms);
+        assert_eq!(Options::from_json("{}").expect("empty"), Options::default());
+    }
+
+    #[test]
+    fn from_json_names_the_bad_field() {
+        let err = |text: &str| Options::from_json(text).expect_err(text).0;
+        assert_eq!(
+            err(r#"{"ping_interval_ms":-1}"#),
+            "invalid options: `ping_interval_ms` must be a non-negative integer"
+        );
+        assert_eq!(
+            err(r#"{"reconnect":{"factor":"2"}}"#),
+            "invalid options: `reconnect.factor` must be a decimal number such as 1.5"
+        );
+        assert_eq!(
+            err(r#"{"outbox":{"full_policy":"x"}}"#),
+            "invalid options: `outbox.full_policy` must be \"reject_new\" or \"drop_oldest\""
+        );
+        assert_eq!(err("[]"), "invalid options: expected a JSON object");
+        assert!(err("{").starts_with("invalid options: invalid JSON"));
     }
 }

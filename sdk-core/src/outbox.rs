@@ -2,16 +2,16 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
-
 use crate::event::MessageStatus;
+use crate::json::{ObjectWriter, ToJson};
 use crate::store::{OutboxEntry, PersistId};
 
 /// A message in the outbox with its current status, as shown to the app.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PendingMessage {
     /// The stored message.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub entry: OutboxEntry,
     /// Where it stands.
     pub status: MessageStatus,
@@ -112,5 +112,15 @@ impl Outbox {
                 status: s.status.clone(),
             })
             .collect()
+    }
+}
+
+/// The entry's members plus `"status": {...}`.
+impl ToJson for PendingMessage {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = ObjectWriter::new(out);
+        crate::store::write_entry_fields(&mut obj, &self.entry);
+        self.status.write_json(obj.key("status"));
+        obj.end();
     }
 }

@@ -8,64 +8,101 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use crate::json::{self, JsonError, ToJson};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
-/// Application payload: any JSON value. A newtype so the representation can change
-/// (e.g. for a binary codec) without touching the API.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Payload(serde_json::Value);
+/// Application payload: one JSON value, kept as compact JSON text.
+///
+/// The SDK never looks inside a payload, so it is carried as text end to end: nothing is
+/// re-encoded, no number is rounded and member order is kept. A newtype so the
+/// representation can change (e.g. for a binary codec) without touching the API.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Payload(Box<str>);
 
 impl Payload {
-    /// Parses JSON text into a payload.
-    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
-        Ok(Self(serde_json::from_str(json)?))
+    /// Checks JSON text and keeps it without insignificant whitespace.
+    pub fn from_json(json: &str) -> Result<Self, JsonError> {
+        Ok(Self(json::minify(json)?.into_boxed_str()))
     }
 
-    /// Serializes any value into a payload.
-    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        Ok(Self(serde_json::to_value(value)?))
+    /// Text the JSON reader has already checked (a member's raw source).
+    pub(crate) fn from_checked(raw: &str) -> Self {
+        Self(raw.into())
     }
 
     /// The payload as JSON text.
-    pub fn json(&self) -> String {
-        self.0.to_string()
-    }
-
-    /// The payload as a JSON value.
-    pub fn value(&self) -> &serde_json::Value {
+    pub fn json(&self) -> &str {
         &self.0
-    }
-
-    /// Deserializes the payload into `T`.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        T::deserialize(&self.0)
     }
 
     /// JSON `null`.
     pub fn null() -> Self {
-        Self(serde_json::Value::Null)
+        Self("null".into())
     }
 }
 
+#[cfg(feature = "serde")]
+impl Payload {
+    /// Serializes any value into a payload.
+    pub fn from_value<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        Ok(Self(serde_json::to_string(value)?.into_boxed_str()))
+    }
+
+    /// The payload as a `serde_json::Value`.
+    pub fn value(&self) -> serde_json::Value {
+        // The text was checked when the payload was made, so this cannot fail.
+        serde_json::from_str(&self.0).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Deserializes the payload into `T`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(&self.0)
+    }
+}
+
+#[cfg(feature = "serde")]
 impl From<serde_json::Value> for Payload {
     fn from(value: serde_json::Value) -> Self {
-        Self(value)
+        Self(value.to_string().into_boxed_str())
+    }
+}
+
+/// Serializes as the JSON value itself (with serde_json; other formats see a string).
+#[cfg(feature = "serde")]
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::value::RawValue::from_string(self.0.to_string()) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(_) => serializer.serialize_str(&self.0),
+        }
+    }
+}
+
+/// Deserializes any JSON value, keeping its exact text. Works with serde_json's own
+/// deserializer, not inside internally tagged or flattened containers (serde buffers their
+/// input and a raw value cannot be taken from that buffer).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        Self::from_json(raw.get()).map_err(serde::de::Error::custom)
     }
 }
 
 impl fmt::Debug for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Payload({})", self.0)
+        f.write_str("Payload(")?;
+        f.write_str(&self.0)?;
+        f.write_str(")")
     }
 }
 
 /// A secret string (token, API key) whose `Debug` never prints it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(transparent))]
 pub struct Secret(pub String);
 
 impl fmt::Debug for Secret {
@@ -76,7 +113,8 @@ impl fmt::Debug for Secret {
 
 /// A position in a channel's stream: the stream's epoch and the offset of the last
 /// publication seen. Offsets start at 1; offset 0 means "nothing seen yet".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StreamPosition {
     /// Identifies one incarnation of the channel's history; a new epoch means offsets
     /// restarted and old positions cannot be recovered from.
@@ -86,20 +124,28 @@ pub struct StreamPosition {
 }
 
 /// Who published a message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Publisher {
     /// User id (the JWT `sub`), or `"server"` for the HTTP publish API.
     pub user: String,
     /// The publishing connection's client id, when published over a socket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub client: Option<String>,
     /// Public user info from the token's `info` claim.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub info: Option<Payload>,
 }
 
 /// One message in a channel.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Publication {
     /// The concrete channel (also when delivered through a pattern subscription).
     pub channel: String,
@@ -116,12 +162,13 @@ pub struct Publication {
     /// Server wall-clock time of acceptance, ms since the Unix epoch.
     pub ts: u64,
     /// Who published it.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub publisher: Publisher,
 }
 
 /// Client name and version, sent at connect for server-side diagnostics.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientInfo {
     /// SDK or app name.
     pub name: String,
@@ -130,24 +177,35 @@ pub struct ClientInfo {
 }
 
 /// Where to resume one subscription from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SubscribeRequest {
     /// Channel name, or a pattern ending in `*`.
     pub channel: String,
     /// For a concrete channel: the last position seen, to recover what was missed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub recover: Option<StreamPosition>,
     /// For a pattern: last positions of the concrete channels seen through it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "BTreeMap::is_empty")
+    )]
     pub positions: BTreeMap<String, StreamPosition>,
     /// For a pattern: server time (ms) the subscription was last live; publications of
     /// matching channels without a position that are newer than this are replayed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub since: Option<u64>,
 }
 
 /// Limits the server enforces, announced in `connected`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Limits {
     /// Largest frame the server accepts, in bytes.
     pub max_frame_bytes: u32,
@@ -168,54 +226,72 @@ impl Default for Limits {
 }
 
 /// Advice sent with `disconnect`: whether and when to come back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReconnectAdvice {
     /// Whether the client should reconnect at all.
     pub reconnect: bool,
     /// Do not reconnect sooner than this many ms from now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub not_before_ms: Option<u64>,
 }
 
 /// Outcome of one subscription (reply to `subscribe`, or an entry of `connected.subs`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SubscribeResult {
     /// The channel or pattern subscribed to.
     pub channel: String,
     /// Current epoch of the channel (empty for patterns).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub epoch: String,
     /// Current top offset of the channel (0 for patterns).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub offset: u64,
     /// True when everything missed since the given position is in `publications`.
     pub recovered: bool,
     /// Missed publications, in order (per channel).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub publications: Vec<Publication>,
     /// For patterns: concrete channels whose positions could not be recovered.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
     pub unrecovered: Vec<String>,
     /// Server time (ms) at which the subscription became live.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub server_time: u64,
     /// Set instead of the above when this subscription was refused.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub error: Option<ErrorBody>,
 }
 
 /// The body of an `error` frame (and of refused subscriptions).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ErrorBody {
     /// Stable error code, see [`ErrorCode`].
     pub code: ErrorCode,
     /// Human-readable message.
     pub message: String,
     /// Whether retrying later may succeed.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub temporary: bool,
     /// For `rate_limited`: wait this long before retrying.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub retry_after_ms: Option<u64>,
 }
 
@@ -232,8 +308,9 @@ impl ErrorBody {
 }
 
 /// Stable error codes of protocol v1. Unknown codes from newer servers decode as `Other`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum ErrorCode {
     /// Malformed frame, missing field, invalid name.
     BadRequest,
@@ -260,7 +337,7 @@ pub enum ErrorCode {
     /// The server is shutting down.
     ShuttingDown,
     /// A code this version does not know.
-    #[serde(other)]
+    #[cfg_attr(feature = "serde", serde(other))]
     Other,
 }
 
@@ -324,8 +401,7 @@ pub mod disconnect_code {
 }
 
 /// Frames sent by a client.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ClientFrame {
     /// Authenticate and (re)subscribe in one round trip.
     Connect {
@@ -336,10 +412,8 @@ pub enum ClientFrame {
         /// JWT.
         token: Secret,
         /// Client name and version.
-        #[serde(default)]
         client: ClientInfo,
         /// Subscriptions to restore, with their recovery positions.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         subs: Vec<SubscribeRequest>,
     },
     /// Subscribe to a channel or pattern.
@@ -347,7 +421,6 @@ pub enum ClientFrame {
         /// Command id.
         id: u64,
         /// What to subscribe to and from where.
-        #[serde(flatten)]
         request: SubscribeRequest,
     },
     /// Stop receiving a channel or pattern.
@@ -378,7 +451,6 @@ pub enum ClientFrame {
     /// Answer to a server `ping`.
     Pong {
         /// The id of the server ping, if it had one.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
     /// Replace the connection's token.
@@ -406,8 +478,7 @@ impl ClientFrame {
 }
 
 /// Frames sent by a server.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ServerFrame {
     /// Reply to `connect`.
     Connected {
@@ -424,10 +495,8 @@ pub enum ServerFrame {
         /// Limits the server enforces.
         limits: Limits,
         /// When the token expires (s since the Unix epoch), if it does.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<u64>,
         /// Results of the subscriptions sent with `connect`, in the same order.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         subs: Vec<SubscribeResult>,
     },
     /// Reply to `subscribe`.
@@ -435,13 +504,11 @@ pub enum ServerFrame {
         /// The subscribe command's id.
         id: u64,
         /// The outcome.
-        #[serde(flatten)]
         result: SubscribeResult,
     },
     /// Reply to `unsubscribe`, or a server-side unsubscribe when `id` is absent.
     Unsubscribed {
         /// The unsubscribe command's id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// Channel or pattern.
         channel: String,
@@ -457,7 +524,6 @@ pub enum ServerFrame {
         /// Offset assigned to the message.
         offset: u64,
         /// True when this message id had been accepted before (not published again).
-        #[serde(default)]
         duplicate: bool,
     },
     /// A message in a subscribed channel.
@@ -465,7 +531,6 @@ pub enum ServerFrame {
     /// Server heartbeat; answer with `pong`.
     Ping {
         /// Optional id to echo.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
     },
     /// Answer to a client `ping`.
@@ -478,16 +543,13 @@ pub enum ServerFrame {
         /// The refresh command's id.
         id: u64,
         /// New expiry, s since the Unix epoch.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<u64>,
     },
     /// A command failed (`id` names it) or a connection-level problem (no `id`).
     Error {
         /// The failed command's id.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<u64>,
         /// What went wrong.
-        #[serde(flatten)]
         error: ErrorBody,
     },
     /// The server closes the connection.
@@ -500,7 +562,6 @@ pub enum ServerFrame {
         advice: ReconnectAdvice,
     },
     /// A frame type this version does not know (ignored, for forward compatibility).
-    #[serde(other)]
     Unknown,
 }
 
@@ -523,18 +584,18 @@ pub trait Codec {
 pub struct JsonCodec;
 
 impl Codec for JsonCodec {
-    type Error = serde_json::Error;
+    type Error = crate::codec::DecodeError;
     fn encode_client(&self, frame: &ClientFrame) -> Result<String, Self::Error> {
-        serde_json::to_string(frame)
+        Ok(frame.to_json())
     }
     fn decode_server(&self, text: &str) -> Result<ServerFrame, Self::Error> {
-        serde_json::from_str(text)
+        crate::codec::decode_server(text)
     }
     fn encode_server(&self, frame: &ServerFrame) -> Result<String, Self::Error> {
-        serde_json::to_string(frame)
+        Ok(frame.to_json())
     }
     fn decode_client(&self, text: &str) -> Result<ClientFrame, Self::Error> {
-        serde_json::from_str(text)
+        crate::codec::decode_client(text)
     }
 }
 

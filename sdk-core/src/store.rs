@@ -7,15 +7,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
+use crate::codec::DecodeError;
+use crate::json::{self, ObjectWriter, ToJson, Value};
 use crate::protocol::{Payload, StreamPosition};
 
 /// Identifies one persist request.
 pub type PersistId = u64;
 
 /// A publish waiting in the outbox, as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OutboxEntry {
     /// Client message id (idempotency key on the server).
     pub msg_id: String,
@@ -28,13 +29,14 @@ pub struct OutboxEntry {
     /// When the app published it (wall ms).
     pub created_at_ms: u64,
     /// The user that queued it (never sent with another user's token).
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub user: Option<String>,
 }
 
 /// One write the core wants durable.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(tag = "op", rename_all = "snake_case"))]
 pub enum PersistKind {
     /// Add a message to the outbox (appended; order of `put_message` ops is queue order).
     PutMessage {
@@ -70,7 +72,8 @@ pub enum PersistKind {
 }
 
 /// A persist request: apply `kind`, then feed back `Input::Persisted(id)`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PersistOp {
     /// Request id.
     pub id: PersistId,
@@ -79,16 +82,17 @@ pub struct PersistOp {
 }
 
 /// Everything a store keeps for one namespace, loaded at start (`Input::Restore`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     /// The outbox, oldest first.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub outbox: Vec<OutboxEntry>,
     /// Last position per concrete channel.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub positions: BTreeMap<String, StreamPosition>,
     /// Last live time per pattern subscription.
-    #[serde(default)]
+    #[cfg_attr(feature = "serde", serde(default))]
     pub pattern_since: BTreeMap<String, u64>,
 }
 
@@ -148,5 +152,119 @@ impl MemoryStore {
         // A panic while holding the lock cannot leave a snapshot half-written in a way
         // that matters more than losing the process, so poisoning is ignored.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `{"msg_id","channel","event","data","created_at_ms","user"}` (`user` may be `null`).
+impl ToJson for OutboxEntry {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = ObjectWriter::new(out);
+        write_entry_fields(&mut obj, self);
+        obj.end();
+    }
+}
+
+/// Writes an entry's members into an object being written (for flattened shapes).
+pub(crate) fn write_entry_fields(obj: &mut ObjectWriter<'_>, e: &OutboxEntry) {
+    obj.str("msg_id", &e.msg_id)
+        .str("channel", &e.channel)
+        .str("event", &e.event)
+        .raw("data", e.data.json())
+        .u64("created_at_ms", e.created_at_ms);
+    match &e.user {
+        Some(user) => obj.str("user", user),
+        None => obj.raw("user", "null"),
+    };
+}
+
+impl OutboxEntry {
+    /// Reads an entry written by [`ToJson`] (unknown members are ignored).
+    pub fn from_json_value(v: &Value<'_>) -> Result<Self, DecodeError> {
+        let text = |key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| DecodeError(String::from("missing or invalid field `") + key + "`"))
+        };
+        let data = v
+            .member("data")
+            .map_or_else(Payload::null, |m| Payload::from_checked(m.raw));
+        Ok(Self {
+            msg_id: text("msg_id")?,
+            channel: text("channel")?,
+            event: text("event")?,
+            data,
+            created_at_ms: v.get("created_at_ms").and_then(number_u64).unwrap_or(0),
+            user: v.get("user").and_then(Value::as_str).map(str::to_owned),
+        })
+    }
+}
+
+/// A JSON number as a `u64`, also when written as a float with a zero fraction (`3.0`),
+/// as older stores and JavaScript numbers may be.
+pub fn number_u64(v: &Value<'_>) -> Option<u64> {
+    match v {
+        Value::Number(text) => match text.split_once('.') {
+            Some((int, frac)) if frac.bytes().all(|b| b == b'0') => Value::Number(int).as_u64(),
+            Some(_) => None,
+            None => v.as_u64(),
+        },
+        _ => None,
+    }
+}
+
+/// `{"outbox": [...], "positions": {channel: position}, "pattern_since": {pattern: ms}}`.
+impl ToJson for Snapshot {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = ObjectWriter::new(out);
+        self.outbox.write_json(obj.key("outbox"));
+        let mut positions = ObjectWriter::new(obj.key("positions"));
+        for (channel, position) in &self.positions {
+            position.write_json(positions.key(channel));
+        }
+        positions.end();
+        let mut since = ObjectWriter::new(obj.key("pattern_since"));
+        for (pattern, ms) in &self.pattern_since {
+            since.u64(pattern, *ms);
+        }
+        since.end();
+        obj.end();
+    }
+}
+
+impl Snapshot {
+    /// Reads a snapshot written by [`ToJson`]. Entries that cannot be read are skipped
+    /// (a damaged record must not cost the rest of the queue); invalid JSON is an error.
+    pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        let v = json::parse(text)?;
+        let mut snapshot = Snapshot::default();
+        for entry in v
+            .get("outbox")
+            .and_then(Value::as_array)
+            .unwrap_or_default()
+        {
+            if let Ok(entry) = OutboxEntry::from_json_value(entry) {
+                snapshot.outbox.push(entry);
+            }
+        }
+        for m in v
+            .get("positions")
+            .and_then(Value::as_object)
+            .unwrap_or_default()
+        {
+            if let Ok(position) = crate::codec::stream_position(&m.value) {
+                snapshot.positions.insert(m.key.to_string(), position);
+            }
+        }
+        for m in v
+            .get("pattern_since")
+            .and_then(Value::as_object)
+            .unwrap_or_default()
+        {
+            if let Some(ms) = number_u64(&m.value) {
+                snapshot.pattern_since.insert(m.key.to_string(), ms);
+            }
+        }
+        Ok(snapshot)
     }
 }

@@ -213,7 +213,7 @@ impl Harness {
             now,
             channel,
             "goal.updated",
-            Payload::from_value(&n).expect("json"),
+            Payload::from_json(&n.to_string()).expect("json"),
         );
         self.drain();
         result
@@ -622,7 +622,7 @@ fn oversized_and_invalid_publishes_are_refused_at_once() {
             h.now(),
             "goals",
             "goal.updated",
-            Payload::from_value(&big).expect("json"),
+            Payload::from_json(&format!("\"{big}\"")).expect("json"),
         )
         .expect_err("too large");
     assert_eq!(err.code(), "frame_too_large");

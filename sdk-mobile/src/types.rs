@@ -109,11 +109,11 @@ impl From<&tidings::Publication> for Publication {
             offset: p.offset,
             id: p.id.clone(),
             event: p.event.clone(),
-            data: p.data.json(),
+            data: p.data.json().to_owned(),
             ts: p.ts,
             publisher: p.publisher.user.clone(),
             publisher_client: p.publisher.client.clone(),
-            publisher_info: p.publisher.info.as_ref().map(|i| i.json()),
+            publisher_info: p.publisher.info.as_ref().map(|i| i.json().to_owned()),
         }
     }
 }
@@ -206,7 +206,7 @@ impl From<&tidings::PendingMessage> for PendingMessage {
             msg_id: m.entry.msg_id.clone(),
             channel: m.entry.channel.clone(),
             event: m.entry.event.clone(),
-            data: m.entry.data.json(),
+            data: m.entry.data.json().to_owned(),
             created_at_ms: m.entry.created_at_ms,
             status: (&m.status).into(),
         }

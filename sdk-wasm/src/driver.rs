@@ -9,21 +9,22 @@
 //! so a listener may call back into the client without "recursive use of an object".
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise, Reflect};
 use tidings::protocol::{ClientFrame, Codec, JsonCodec, ServerFrame};
 use tidings::{
     Client, ClientError, ConnectionState, Event, Input, Lifecycle, MessageStatus, Options, Output,
-    Payload, PersistOp, StreamPosition, SubscriptionState, TransportId,
+    Payload, PersistOp, SubscriptionState, TransportId,
 };
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CloseEvent, MessageEvent, WebSocket};
 
-use crate::js::{self, bad_request, from_json, js_error, to_json, TimeoutHandle};
+use crate::js::{self, bad_request, js_error, to_json, TimeoutHandle};
 use crate::store::Store;
+use tidings::json::ToJson;
 
 type Deferred = (Function, Function);
 
@@ -162,8 +163,7 @@ impl WasmClient {
         on_events: Function,
         config: JsValue,
     ) -> Result<WasmClient, JsValue> {
-        let mut options: Options =
-            from_json(&options).map_err(|e| bad_request(&format!("invalid options: {e}")))?;
+        let mut options = Options::from_json(&options).map_err(|e| bad_request(&e.to_string()))?;
         let get = |name: &str| Reflect::get(&config, &name.into()).unwrap_or(JsValue::UNDEFINED);
         let token_provider = get("getToken").dyn_into::<Function>().ok();
         options.token_provider = token_provider.is_some();
@@ -199,8 +199,15 @@ impl WasmClient {
         // that is older than the stored position: the previous holder may have stored a
         // position whose events it never got to broadcast. Replays are deduped per tab.
         if let Some(floor) = get("positions").as_string() {
-            let floor: BTreeMap<String, StreamPosition> = from_json(&floor).unwrap_or_default();
-            for (channel, seen) in floor {
+            let floor = tidings::json::parse(&floor).ok();
+            let floor = floor
+                .as_ref()
+                .and_then(|f| f.as_object())
+                .unwrap_or_default();
+            for (channel, seen) in floor.iter().filter_map(|m| {
+                let position = tidings::codec::stream_position(&m.value).ok()?;
+                Some((m.key.to_string(), position))
+            }) {
                 match snapshot.positions.get_mut(&channel) {
                     Some(stored) if stored.epoch == seen.epoch && stored.offset > seen.offset => {
                         stored.offset = seen.offset;
@@ -342,9 +349,9 @@ impl WasmClient {
     /// message is durable (with its id), `acked` once the server stored it
     /// (`{ msgId, epoch, offset }`). Throws a `TidingsError` for invalid input.
     pub fn publish(&self, channel: &str, event: &str, data: &str) -> Result<Object, JsValue> {
-        let data = from_json::<serde_json::Value>(data)
-            .map(Payload::from)
-            .map_err(|e| bad_request(&format!("data is not valid JSON: {e}")))?;
+        let data = Payload::from_json(data).map_err(|e| {
+            bad_request(&(String::from("data is not valid JSON: ") + &e.to_string()))
+        })?;
         self.with(|st| {
             let msg_id = st
                 .client
@@ -389,12 +396,22 @@ impl WasmClient {
     /// A subscription's state (`{ state, ... }`) or `null`.
     #[wasm_bindgen(js_name = subscriptionState)]
     pub fn subscription_state(&self, channel: &str) -> String {
-        to_json(&self.inner.borrow().client.subscription_state(channel))
+        match self.inner.borrow().client.subscription_state(channel) {
+            Some(state) => to_json(state),
+            None => "null".into(),
+        }
     }
 
     /// Last positions per channel (`{ [channel]: { epoch, offset } }`).
     pub fn positions(&self) -> String {
-        to_json(self.inner.borrow().client.positions())
+        let inner = self.inner.borrow();
+        let mut out = String::new();
+        let mut obj = tidings::json::ObjectWriter::new(&mut out);
+        for (channel, position) in inner.client.positions() {
+            position.write_json(obj.key(channel));
+        }
+        obj.end();
+        out
     }
 
     /// Reports a lifecycle change: `online`, `offline`, `suspended`, `resumed`.
@@ -783,7 +800,7 @@ fn encode(frame: &ClientFrame) -> Result<String, String> {
 }
 
 fn decode(text: &str) -> Result<ServerFrame, String> {
-    crate::codec::decode_server(text)
+    JsonCodec.decode_server(text).map_err(|e| e.to_string())
 }
 
 fn open_socket(

@@ -3,8 +3,7 @@
 //! nothing touches `window` before a client is created.
 
 use js_sys::{Function, Reflect};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use tidings::json::ToJson;
 use tidings::{ClientError, Now};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -42,17 +41,10 @@ pub fn random_seed() -> u64 {
     }
 }
 
-/// Rust value → JSON text for JavaScript (`JSON.parse` on the other side). The core
-/// already carries serde_json for its wire codec, so JSON text is the cheapest bridge:
-/// one string per call, no second serializer in the wasm.
-pub fn to_json<T: Serialize + ?Sized>(value: &T) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
-
-/// JSON text from JavaScript → Rust value.
-pub fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
-    // `from_slice` like the core's JWT reader: one parser instance in the wasm, not two.
-    serde_json::from_slice(text.as_bytes())
+/// Rust value → JSON text for JavaScript (`JSON.parse` on the other side): one string per
+/// call, written by the core's small JSON writer.
+pub fn to_json<T: ToJson + ?Sized>(value: &T) -> String {
+    value.to_json()
 }
 
 /// A JS `Error` named `TidingsError` with the stable `code` (plus `temporary` and

@@ -10,7 +10,6 @@
 //! On other targets than `wasm32` this crate is empty.
 #![cfg(target_arch = "wasm32")]
 
-pub mod codec;
 mod driver;
 pub mod js;
 pub mod store;
@@ -23,7 +22,7 @@ use wasm_bindgen::prelude::*;
 /// IndexedDB store and the tab protocol file everything under.
 #[wasm_bindgen(js_name = storageNamespace)]
 pub fn storage_namespace(options: &str) -> Result<String, JsValue> {
-    let options: tidings::Options =
-        js::from_json(options).map_err(|e| js::bad_request(&format!("invalid options: {e}")))?;
+    let options =
+        tidings::Options::from_json(options).map_err(|e| js::bad_request(&e.to_string()))?;
     Ok(options.storage_namespace())
 }

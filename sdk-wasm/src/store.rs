@@ -20,8 +20,7 @@
 //! together with dropping hash maps from the driver.)
 
 use js_sys::{Array, Function, Promise, Reflect};
-use serde::{Deserialize, Serialize};
-use tidings::{OutboxEntry, PersistKind, Snapshot, StreamPosition};
+use tidings::{OutboxEntry, PersistKind, Snapshot};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -30,7 +29,8 @@ use web_sys::{
     IdbTransactionMode,
 };
 
-use crate::js::{from_json, to_json};
+use tidings::json::{self, ObjectWriter, ToJson};
+use tidings::store::number_u64;
 
 /// Name of the IndexedDB database.
 pub const DB_NAME: &str = "tidings";
@@ -38,10 +38,29 @@ const OUTBOX: &str = "outbox";
 const POSITIONS: &str = "positions";
 const PATTERNS: &str = "patterns";
 
-#[derive(Serialize, Deserialize)]
+/// An outbox record: `{"seq": n, "entry": {...}}`.
 struct Row {
     seq: f64,
     entry: OutboxEntry,
+}
+
+impl Row {
+    fn to_json(&self) -> String {
+        let mut out = String::new();
+        let mut obj = ObjectWriter::new(&mut out);
+        obj.u64("seq", self.seq as u64);
+        self.entry.write_json(obj.key("entry"));
+        obj.end();
+        out
+    }
+
+    fn from_json(text: &str) -> Option<Self> {
+        let value = json::parse(text).ok()?;
+        Some(Self {
+            seq: number_u64(value.get("seq")?)? as f64,
+            entry: OutboxEntry::from_json_value(value.get("entry")?).ok()?,
+        })
+    }
 }
 
 /// Where writes go.
@@ -272,11 +291,16 @@ async fn load(db: &IdbDatabase, namespace: &str) -> Result<Loaded, String> {
 
     let outbox = object_store(&tx, OUTBOX)?;
     let values = done(&outbox.get_all_with_key(&range).map_err(describe)?).await?;
-    let mut rows: Vec<Row> = Array::from(&values)
+    // Queue order is `seq` order; rows come in key (msg_id) order. Insert each in place
+    // (cheaper in code size than a general sort, and queues are short).
+    let mut rows: Vec<Row> = Vec::new();
+    for row in Array::from(&values)
         .iter()
-        .filter_map(|v| from_json::<Row>(&v.as_string().unwrap_or_default()).ok())
-        .collect();
-    rows.sort_by(|a, b| a.seq.total_cmp(&b.seq));
+        .filter_map(|v| Row::from_json(&v.as_string().unwrap_or_default()))
+    {
+        let at = rows.partition_point(|r| r.seq <= row.seq);
+        rows.insert(at, row);
+    }
     let seqs = rows
         .iter()
         .map(|r| (r.entry.msg_id.clone(), r.seq))
@@ -292,9 +316,11 @@ async fn load(db: &IdbDatabase, namespace: &str) -> Result<Loaded, String> {
                 continue;
             };
             if name == POSITIONS {
-                if let Ok(position) =
-                    from_json::<StreamPosition>(&value.as_string().unwrap_or_default())
-                {
+                let text = value.as_string().unwrap_or_default();
+                let position = json::parse(&text)
+                    .ok()
+                    .and_then(|v| tidings::codec::stream_position(&v).ok());
+                if let Some(position) = position {
                     snapshot.positions.insert(name_in_ns, position);
                 }
             } else if let Some(since) = value.as_f64() {
@@ -331,13 +357,13 @@ async fn apply(
                 entry: entry.clone(),
             };
             object_store(&tx, OUTBOX)?
-                .put_with_key(&to_json(&row).into(), &key(namespace, &entry.msg_id))
+                .put_with_key(&row.to_json().into(), &key(namespace, &entry.msg_id))
         }
         PersistKind::RemoveMessage { msg_id } => {
             object_store(&tx, OUTBOX)?.delete(&key(namespace, msg_id))
         }
         PersistKind::PutPosition { channel, position } => object_store(&tx, POSITIONS)?
-            .put_with_key(&to_json(position).into(), &key(namespace, channel)),
+            .put_with_key(&position.to_json().into(), &key(namespace, channel)),
         PersistKind::RemovePosition { channel } => {
             object_store(&tx, POSITIONS)?.delete(&key(namespace, channel))
         }

@@ -299,39 +299,6 @@ async fn events_arrive_in_one_batch_after_the_call_and_listeners_may_call_back()
     client.close();
 }
 
-/// The hand-written frame decoder agrees with the core's serde codec on every server
-/// example of docs/protocol.md (the contract), and on unknown frames and fields.
-#[wasm_bindgen_test]
-fn hand_written_decoder_matches_the_protocol_examples() {
-    use tidings::protocol::{Codec, JsonCodec};
-    let doc = include_str!("../../docs/protocol.md");
-    let mut checked = 0;
-    let mut rest = doc;
-    while let Some(at) = rest.find("<!-- example: server -->") {
-        rest = &rest[at..];
-        let start = rest.find("```json").unwrap() + "```json".len();
-        let end = start + rest[start..].find("```").unwrap();
-        let text = rest[start..end].trim();
-        let expected = JsonCodec.decode_server(text).unwrap();
-        let actual = tidings_wasm::codec::decode_server(text).unwrap();
-        assert_eq!(actual, expected, "{text}");
-        checked += 1;
-        rest = &rest[end..];
-    }
-    assert!(checked >= 10, "only {checked} examples found");
-    for text in [
-        r#"{"type":"hologram","id":3}"#,
-        r#"{"type":"pong","id":3,"future_field":true}"#,
-        r#"{"type":"error","code":"brand_new","message":"x"}"#,
-        r#"{"type":"ping"}"#,
-    ] {
-        assert_eq!(
-            tidings_wasm::codec::decode_server(text).unwrap(),
-            JsonCodec.decode_server(text).unwrap()
-        );
-    }
-}
-
 /// A store that fails (here: its database closed under it, as when the browser closes it
 /// or the quota is exhausted) warns the app and the client carries on in memory.
 #[wasm_bindgen_test]

@@ -461,7 +461,7 @@ impl Driver {
 
 /// The error a `connect()` waiter gets when the client fails.
 fn failure(code: &str, message: &str) -> ClientError {
-    match serde_json::from_value(serde_json::Value::String(code.into())) {
+    match code.parse() {
         Ok(crate::protocol::ErrorCode::Other) | Err(_) => ClientError::ConnectionFailed {
             reason: code.into(),
             message: message.into(),

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::BoxFuture;
+use crate::json::ToJson;
 use crate::store::{MemoryStore, PersistKind, Snapshot};
 
 /// Durable storage for the outbox and recovery positions, by namespace.
@@ -78,7 +79,9 @@ impl Store for FileStore {
         let namespace = namespace.to_owned();
         Box::pin(async move {
             let snapshot = match tokio::fs::read(&path).await {
-                Ok(bytes) => serde_json::from_slice::<Snapshot>(&bytes)
+                Ok(bytes) => std::str::from_utf8(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| Snapshot::from_json(text).map_err(|e| e.to_string()))
                     .map_err(|e| format!("{}: {e}", path.display()))?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
                 Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -122,7 +125,7 @@ impl Store for FileStore {
             let _guard = self.write_lock.lock().await;
             self.cache.apply(namespace, kind);
             let snapshot = self.cache.load(namespace);
-            let bytes = serde_json::to_vec(&snapshot).map_err(|e| e.to_string())?;
+            let bytes = snapshot.to_json().into_bytes();
             tokio::fs::create_dir_all(&self.dir)
                 .await
                 .map_err(|e| e.to_string())?;

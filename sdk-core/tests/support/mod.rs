@@ -540,7 +540,7 @@ impl World {
     /// Publishes from a client (the app calling `publish`).
     pub fn publish(&mut self, index: usize, channel: &str, n: u64) {
         let now = now_at(self.now);
-        let data = tidings::Payload::from_value(&n).expect("json");
+        let data = tidings::Payload::from_json(&n.to_string()).expect("json");
         self.clients[index]
             .client
             .publish(now, channel, "test.event", data)

@@ -12,6 +12,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tidings::json::ToJson;
 use tidings::protocol::Publication;
 
 const LOG_FILE: &str = "log.jsonl";
@@ -21,7 +22,8 @@ const META_FILE: &str = "meta.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum LogRecord {
-    /// An accepted publication.
+    /// An accepted publication (read and written by the core's codec, see `encode`).
+    #[serde(skip)]
     Pub(Publication),
     /// An idempotency record whose publication is no longer in history (compaction only).
     Idem {
@@ -44,6 +46,33 @@ pub enum LogRecord {
         #[serde(default)]
         trimmed_ts: u64,
     },
+}
+
+impl LogRecord {
+    /// One line of JSON (without the newline). Publications go through the core's codec,
+    /// which keeps their payload's exact text; serde cannot take a raw payload out of an
+    /// internally tagged enum.
+    fn encode(&self) -> io::Result<Vec<u8>> {
+        match self {
+            LogRecord::Pub(publication) => {
+                let body = publication.to_json();
+                Ok(format!("{{\"t\":\"pub\",{}", &body[1..]).into_bytes())
+            }
+            other => serde_json::to_vec(other).map_err(io::Error::other),
+        }
+    }
+
+    /// Reads a line written by [`LogRecord::encode`].
+    fn decode(line: &str) -> Result<Self, String> {
+        let value = tidings::json::parse(line).map_err(|e| e.to_string())?;
+        if value.get("t").and_then(|t| t.as_str()) == Some("pub") {
+            tidings::codec::publication(&value)
+                .map(LogRecord::Pub)
+                .map_err(|e| e.to_string())
+        } else {
+            serde_json::from_str(line).map_err(|e| e.to_string())
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -113,7 +142,7 @@ impl LogStore {
                     }
                     valid_len += n as u64;
                     lines += 1;
-                    match serde_json::from_str::<LogRecord>(line.trim_end()) {
+                    match LogRecord::decode(line.trim_end()) {
                         Ok(record) => records.push(record),
                         Err(err) => tracing::warn!(%err, "skipping unreadable log line"),
                     }
@@ -143,7 +172,7 @@ impl LogStore {
 
     /// Appends one record and writes it to the OS before returning.
     pub fn append(&mut self, record: &LogRecord) -> io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(io::Error::other)?;
+        let mut line = record.encode()?;
         line.push(b'\n');
         self.file.write_all(&line)?;
         self.lines += 1;
@@ -162,7 +191,7 @@ impl LogStore {
         let mut count = 0;
         write_atomically(&self.dir, LOG_FILE, |w| {
             for record in records {
-                serde_json::to_writer(&mut *w, &record).map_err(io::Error::other)?;
+                w.write_all(&record.encode()?)?;
                 w.write_all(b"\n")?;
                 count += 1;
             }
