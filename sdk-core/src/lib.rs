@@ -12,6 +12,7 @@
 
 pub mod backoff;
 mod client;
+pub mod collections;
 pub mod error;
 pub mod event;
 pub mod jwt;

@@ -5,10 +5,11 @@
 //! decoded frames, so a binary encoding can be added without touching it.
 //! `docs/protocol.md` is the human-readable contract for these types.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::collections::SortedMap;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -138,8 +139,8 @@ pub struct SubscribeRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recover: Option<StreamPosition>,
     /// For a pattern: last positions of the concrete channels seen through it.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub positions: BTreeMap<String, StreamPosition>,
+    #[serde(default, skip_serializing_if = "SortedMap::is_empty")]
+    pub positions: SortedMap<String, StreamPosition>,
     /// For a pattern: server time (ms) the subscription was last live; publications of
     /// matching channels without a position that are newer than this are replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

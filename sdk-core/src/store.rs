@@ -4,11 +4,12 @@
 //! `Input::Persisted(id)` when each is durable. Drivers namespace everything by
 //! [`crate::Options::storage_namespace`] so one user's data never mixes with another's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
+use crate::collections::SortedMap;
 use crate::protocol::{Payload, StreamPosition};
 
 /// Identifies one persist request.
@@ -86,10 +87,10 @@ pub struct Snapshot {
     pub outbox: Vec<OutboxEntry>,
     /// Last position per concrete channel.
     #[serde(default)]
-    pub positions: BTreeMap<String, StreamPosition>,
+    pub positions: SortedMap<String, StreamPosition>,
     /// Last live time per pattern subscription.
     #[serde(default)]
-    pub pattern_since: BTreeMap<String, u64>,
+    pub pattern_since: SortedMap<String, u64>,
 }
 
 impl Snapshot {

@@ -9,10 +9,11 @@
 //! so a listener may call back into the client without "recursive use of an object".
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Object, Promise, Reflect};
+use tidings::collections::SortedMap;
 use tidings::protocol::{ClientFrame, Codec, JsonCodec, ServerFrame};
 use tidings::{
     Client, ClientError, ConnectionState, Event, Input, Lifecycle, MessageStatus, Options, Output,
@@ -199,7 +200,7 @@ impl WasmClient {
         // that is older than the stored position: the previous holder may have stored a
         // position whose events it never got to broadcast. Replays are deduped per tab.
         if let Some(floor) = get("positions").as_string() {
-            let floor: BTreeMap<String, StreamPosition> = from_json(&floor).unwrap_or_default();
+            let floor: SortedMap<String, StreamPosition> = from_json(&floor).unwrap_or_default();
             for (channel, seen) in floor {
                 match snapshot.positions.get_mut(&channel) {
                     Some(stored) if stored.epoch == seen.epoch && stored.offset > seen.offset => {
