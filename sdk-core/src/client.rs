@@ -1,7 +1,8 @@
 //! The sans-IO client state machine.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
+use crate::collections::{SortedMap, SortedSet};
 use crate::error::ClientError;
 use crate::event::{ConnectionState, Event, MessageStatus, SubscriptionState};
 use crate::json::{ObjectWriter, ToJson};
@@ -255,7 +256,7 @@ pub struct Client {
     user: Option<String>,
 
     next_command: u64,
-    pending: BTreeMap<u64, Pending>,
+    pending: SortedMap<u64, Pending>,
     last_received: u64,
     ping_interval_ms: u64,
     max_frame_bytes: usize,
@@ -263,11 +264,11 @@ pub struct Client {
     liveness_deadline: Option<u64>,
     last_rtt_sample: Option<u64>,
 
-    subs: BTreeMap<String, Subscription>,
-    positions: BTreeMap<String, StreamPosition>,
-    dirty_positions: BTreeSet<String>,
-    dirty_patterns: BTreeSet<String>,
-    restored_since: BTreeMap<String, u64>,
+    subs: SortedMap<String, Subscription>,
+    positions: SortedMap<String, StreamPosition>,
+    dirty_positions: SortedSet<String>,
+    dirty_patterns: SortedSet<String>,
+    restored_since: SortedMap<String, u64>,
     /// When to retry subscriptions refused with a temporary error.
     resubscribe_at: Option<u64>,
 
@@ -317,15 +318,15 @@ impl Client {
             refresh_at: None,
             user,
             next_command: 1,
-            pending: BTreeMap::new(),
+            pending: SortedMap::new(),
             last_received: 0,
             liveness_deadline: None,
             last_rtt_sample: None,
-            subs: BTreeMap::new(),
-            positions: BTreeMap::new(),
-            dirty_positions: BTreeSet::new(),
-            dirty_patterns: BTreeSet::new(),
-            restored_since: BTreeMap::new(),
+            subs: SortedMap::new(),
+            positions: SortedMap::new(),
+            dirty_positions: SortedSet::new(),
+            dirty_patterns: SortedSet::new(),
+            restored_since: SortedMap::new(),
             resubscribe_at: None,
             outbox: Outbox::default(),
             hold_sends_until: None,
@@ -359,7 +360,7 @@ impl Client {
     }
 
     /// Last position seen per concrete channel.
-    pub fn positions(&self) -> &BTreeMap<String, StreamPosition> {
+    pub fn positions(&self) -> &SortedMap<String, StreamPosition> {
         &self.positions
     }
 
@@ -1445,7 +1446,7 @@ impl Client {
             SubscribeRequest {
                 channel: channel.into(),
                 recover: self.positions.get(channel).cloned(),
-                positions: BTreeMap::new(),
+                positions: SortedMap::new(),
                 since: None,
             }
         }
@@ -1675,13 +1676,13 @@ impl Client {
         }
         self.outbox.restore_front(restored);
         for (channel, position) in snapshot.positions {
-            self.positions.entry(channel).or_insert(position);
+            self.positions.get_or_insert_with(channel, || position);
         }
         for (pattern, since) in snapshot.pattern_since {
             if let Some(sub) = self.subs.get_mut(&pattern) {
                 sub.since.get_or_insert(since);
             }
-            self.restored_since.entry(pattern).or_insert(since);
+            self.restored_since.get_or_insert_with(pattern, || since);
         }
         self.flush_outbox();
     }

@@ -13,6 +13,7 @@
 pub mod backoff;
 mod client;
 pub mod codec;
+pub mod collections;
 pub mod error;
 pub mod event;
 pub mod json;

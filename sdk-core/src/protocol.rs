@@ -5,10 +5,11 @@
 //! decoded frames, so a binary encoding can be added without touching it.
 //! `docs/protocol.md` is the human-readable contract for these types.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::json::{self, JsonError, ToJson};
+
+use crate::collections::SortedMap;
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -191,9 +192,9 @@ pub struct SubscribeRequest {
     /// For a pattern: last positions of the concrete channels seen through it.
     #[cfg_attr(
         feature = "serde",
-        serde(default, skip_serializing_if = "BTreeMap::is_empty")
+        serde(default, skip_serializing_if = "SortedMap::is_empty")
     )]
-    pub positions: BTreeMap<String, StreamPosition>,
+    pub positions: SortedMap<String, StreamPosition>,
     /// For a pattern: server time (ms) the subscription was last live; publications of
     /// matching channels without a position that are newer than this are replayed.
     #[cfg_attr(

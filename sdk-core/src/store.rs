@@ -4,10 +4,11 @@
 //! `Input::Persisted(id)` when each is durable. Drivers namespace everything by
 //! [`crate::Options::storage_namespace`] so one user's data never mixes with another's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::codec::DecodeError;
+use crate::collections::SortedMap;
 use crate::json::{self, ObjectWriter, ToJson, Value};
 use crate::protocol::{Payload, StreamPosition};
 
@@ -90,10 +91,10 @@ pub struct Snapshot {
     pub outbox: Vec<OutboxEntry>,
     /// Last position per concrete channel.
     #[cfg_attr(feature = "serde", serde(default))]
-    pub positions: BTreeMap<String, StreamPosition>,
+    pub positions: SortedMap<String, StreamPosition>,
     /// Last live time per pattern subscription.
     #[cfg_attr(feature = "serde", serde(default))]
-    pub pattern_since: BTreeMap<String, u64>,
+    pub pattern_since: SortedMap<String, u64>,
 }
 
 impl Snapshot {

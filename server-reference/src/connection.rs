@@ -640,7 +640,7 @@ impl Conn {
             let asked = since.is_some() || !positions.is_empty();
             if asked {
                 engine
-                    .recover_pattern(channel.clone(), positions, since)
+                    .recover_pattern(channel.clone(), positions.into_iter().collect(), since)
                     .await
                     .map(|r| SubscribeResult {
                         channel: channel.clone(),

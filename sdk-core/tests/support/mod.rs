@@ -756,6 +756,11 @@ impl World {
     }
 
     pub fn positions_of(&self, index: usize) -> BTreeMap<String, StreamPosition> {
-        self.clients[index].client.positions().clone()
+        self.clients[index]
+            .client
+            .positions()
+            .clone()
+            .into_iter()
+            .collect()
     }
 }
