@@ -2,7 +2,8 @@
 // this JavaScript context; the tab group (tabs.ts) routes to the tab holding the socket.
 import { toError } from "./errors.js";
 import type { Ack } from "./types.js";
-import initWasm, { WasmClient } from "../wasm/tidings_wasm.js";
+import initWasm from "../wasm/tidings_wasm.js";
+import { Driver } from "./driver.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -54,14 +55,14 @@ export function loadWasm(source?: any): Promise<unknown> {
 
 /** The wasm driver in this context. Calls made before it is ready wait for it. */
 export class LocalBackend implements Backend {
-  readonly ready: Promise<WasmClient>;
-  private wasm?: WasmClient;
+  readonly ready: Promise<Driver>;
+  private wasm?: Driver;
   private closed = false;
 
   constructor(config: LocalConfig) {
     this.ready = (async () => {
       await loadWasm(config.wasm);
-      const client = await WasmClient.create(config.options, (json: string) => config.onBatch(json), {
+      const client = await Driver.create(config.options, (json: string) => config.onBatch(json), {
         getToken: config.getToken,
         storage: config.storage ?? "indexeddb",
         flush: config.delivery === "immediate" ? "microtask" : "frame",
@@ -77,7 +78,7 @@ export class LocalBackend implements Backend {
     this.ready.catch(() => {});
   }
 
-  private async call<T>(f: (w: WasmClient) => T | Promise<T>): Promise<T> {
+  private async call<T>(f: (w: Driver) => T | Promise<T>): Promise<T> {
     const w = this.wasm ?? (await this.ready);
     try {
       return await f(w);
@@ -86,7 +87,7 @@ export class LocalBackend implements Backend {
     }
   }
 
-  private now(f: (w: WasmClient) => void): void {
+  private now(f: (w: Driver) => void): void {
     if (this.wasm) f(this.wasm);
     else this.ready.then(f, () => {});
   }

@@ -201,6 +201,38 @@ impl OutboxEntry {
     }
 }
 
+/// `{"op": "put_message", "entry"}` and friends: the serde shape of `PersistKind`.
+impl ToJson for PersistKind {
+    fn write_json(&self, out: &mut String) {
+        let mut obj = ObjectWriter::new(out);
+        match self {
+            PersistKind::PutMessage { entry } => {
+                obj.str("op", "put_message");
+                entry.write_json(obj.key("entry"));
+            }
+            PersistKind::RemoveMessage { msg_id } => {
+                obj.str("op", "remove_message").str("msg_id", msg_id);
+            }
+            PersistKind::PutPosition { channel, position } => {
+                obj.str("op", "put_position").str("channel", channel);
+                position.write_json(obj.key("position"));
+            }
+            PersistKind::RemovePosition { channel } => {
+                obj.str("op", "remove_position").str("channel", channel);
+            }
+            PersistKind::PutPatternSince { pattern, since } => {
+                obj.str("op", "put_pattern_since")
+                    .str("pattern", pattern)
+                    .u64("since", *since);
+            }
+            PersistKind::Clear => {
+                obj.str("op", "clear");
+            }
+        }
+        obj.end();
+    }
+}
+
 /// A JSON number as a `u64`, also when written as a float with a zero fraction (`3.0`),
 /// as older stores and JavaScript numbers may be.
 pub fn number_u64(v: &Value<'_>) -> Option<u64> {

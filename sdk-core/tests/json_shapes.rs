@@ -8,7 +8,7 @@ use tidings::json::ToJson;
 use tidings::protocol::Publisher;
 use tidings::{
     ClientError, ConnectionState, ErrorCode, Event, MessageStatus, Options, OutboxEntry, Payload,
-    PendingMessage, Publication, Snapshot, Stats, StreamPosition, SubscriptionState,
+    PendingMessage, PersistKind, Publication, Snapshot, Stats, StreamPosition, SubscriptionState,
 };
 
 fn same_shape<T: ToJson + serde::Serialize + std::fmt::Debug>(value: &T) {
@@ -185,6 +185,28 @@ fn outbox_stats_and_snapshots_match_their_serde_shape() {
         client_id: Some("c".into()),
         session_id: Some("s".into()),
     });
+    let position = StreamPosition {
+        epoch: "e".into(),
+        offset: 4,
+    };
+    for kind in [
+        PersistKind::PutMessage { entry: entry(None) },
+        PersistKind::RemoveMessage { msg_id: "m".into() },
+        PersistKind::PutPosition {
+            channel: "c".into(),
+            position,
+        },
+        PersistKind::RemovePosition {
+            channel: "c".into(),
+        },
+        PersistKind::PutPatternSince {
+            pattern: "p:*".into(),
+            since: 5,
+        },
+        PersistKind::Clear,
+    ] {
+        same_shape(&kind);
+    }
     let mut snapshot = Snapshot::default();
     same_shape(&snapshot);
     snapshot.outbox = vec![entry(None), entry(Some("ana"))];

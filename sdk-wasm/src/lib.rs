@@ -1,28 +1,22 @@
 //! # Tidings for the browser
 //!
-//! The wasm-bindgen driver of the Tidings core: the browser twin of the native tokio
-//! driver (`tidings::native`). It runs the sans-IO [`tidings::Client`] on a
-//! `web_sys::WebSocket`, `setTimeout` timers, `performance.now()` / `Date.now()` clocks,
-//! `crypto.getRandomValues` seeds and an IndexedDB store, and hands event batches to
-//! JavaScript once per animation frame. The `tidings` npm package (`js/`) wraps it with
-//! the public TypeScript API and the one-socket-for-all-tabs protocol.
+//! The Tidings core compiled to WebAssembly: [`core::Core`] exposes the sans-IO
+//! [`tidings::Client`] to JavaScript. Inputs are method calls (with the clocks passed in);
+//! outputs come back as one JSON array per drain, so a batch of events crosses the
+//! boundary once. The `tidings` npm package (`js/`) is the driver around it: its
+//! `driver.ts` owns the WebSocket, the timers, the IndexedDB store and the promises, and
+//! `tabs.ts` shares one socket between the tabs of an origin.
+//!
+//! Why the IO lives in TypeScript: the driver written with web-sys, js-sys futures and
+//! closures cost more wasm than the whole core (see `docs/benchmarks.md`, bundle size).
 //!
 //! On other targets than `wasm32` this crate is empty.
 #![cfg(target_arch = "wasm32")]
 
-mod driver;
-pub mod js;
-pub mod store;
+pub mod core;
 
-pub use driver::WasmClient;
+pub use crate::core::Core;
 
-use wasm_bindgen::prelude::*;
-
-/// The storage namespace of a set of options (`tidings|<url>|<user>`), the key the
-/// IndexedDB store and the tab protocol file everything under.
-#[wasm_bindgen(js_name = storageNamespace)]
-pub fn storage_namespace(options: &str) -> Result<String, JsValue> {
-    let options =
-        tidings::Options::from_json(options).map_err(|e| js::bad_request(&e.to_string()))?;
-    Ok(options.storage_namespace())
-}
+/// Talc: smaller and faster than the default dlmalloc in WebAssembly.
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();

@@ -1,0 +1,491 @@
+// The browser driver of the wasm core: it owns the WebSocket, the timers, the IndexedDB
+// store, the token provider calls and the promises, and does what the core's outputs say.
+// The core (Rust, `sdk-wasm`) decides everything: states, backoff, heartbeats, recovery,
+// the outbox. One `poll()` per input returns every output as one JSON array.
+//
+// Events are queued here and handed to the app once per animation frame (a timer where
+// frames do not run), after the core call returned, so a listener may call the client.
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+import { TidingsError, toError } from "./errors.js";
+import { Store, type PersistKind } from "./store.js";
+import type { Ack } from "./types.js";
+import { Core } from "../wasm/tidings_wasm.js";
+
+export interface DriverConfig {
+  getToken?: () => string | Promise<string>;
+  storage?: "indexeddb" | "memory";
+  /** `frame`: once per animation frame; `microtask`: right after the call (tests). */
+  flush?: "frame" | "microtask";
+  /** Fixed randomness (tests). */
+  seed?: number;
+  /** Positions to resume from when older than the stored ones (JSON, tab takeover). */
+  positions?: string;
+}
+
+type Settle = [(value: any) => void, (error: unknown) => void];
+type Output =
+  | { op: "open"; transport: number; url: string }
+  | { op: "close"; transport: number; reason: string }
+  | { op: "send"; transport: number; text: string }
+  | { op: "token" }
+  | { op: "persist"; id: number; kind: PersistKind }
+  | { op: "events"; events: any[] }
+  | { op: "wake"; at: number | null };
+
+const g = globalThis as any;
+const clocks = (): [number, number] => {
+  const wall = Date.now();
+  return [g.performance?.now?.() ?? wall, wall];
+};
+
+/** A core error (thrown as JSON text by the wasm) → `TidingsError`. */
+export function coreError(e: unknown): TidingsError {
+  if (typeof e === "string") {
+    try {
+      return toError(JSON.parse(e));
+    } catch {
+      // Not JSON: fall through.
+    }
+  }
+  return toError(e);
+}
+
+const closedError = () => new TidingsError("closed", "client is closed");
+
+function seed(fixed?: number): [number, number] {
+  if (fixed !== undefined) return [Math.floor(fixed / 2 ** 32) >>> 0, fixed >>> 0];
+  const words = new Uint32Array(2);
+  if (g.crypto?.getRandomValues) g.crypto.getRandomValues(words);
+  else for (let i = 0; i < 2; i++) words[i] = (Math.random() * 2 ** 32) >>> 0;
+  return [words[0], words[1]];
+}
+
+/** One Tidings client running in this JavaScript context (the `LocalBackend`'s engine). */
+export class Driver {
+  private closed = false;
+  private socket?: { id: number; ws: WebSocket };
+  private wakeAt: number | null = null;
+  private wakeTimer?: ReturnType<typeof setTimeout>;
+  private pending: any[] = [];
+  private flushTimer?: ReturnType<typeof setTimeout>;
+  private flushFrame?: number;
+  private flushQueued = false;
+  private persistQueue: { id: number; kind: PersistKind }[] = [];
+  private persisting = false;
+  private waiters = {
+    connect: [] as Settle[],
+    subscribe: [] as [string, Settle][],
+    acks: [] as [string, Settle][],
+    queued: [] as [string, Settle][],
+    storeIdle: [] as Settle[],
+  };
+
+  private constructor(
+    private readonly core: Core,
+    private store: Store,
+    private readonly onBatch: (json: string) => void,
+    private readonly config: DriverConfig,
+    /** The storage namespace (`tidings|<url>|<user>`). */
+    readonly namespace: string,
+  ) {}
+
+  /** Creates a client: opens the store, restores the outbox and positions, and resolves
+   * once ready (not connected yet). `options`: the core's options as JSON (snake_case). */
+  static async create(options: string, onBatch: (json: string) => void, config: DriverConfig = {}): Promise<Driver> {
+    let core: Core;
+    try {
+      core = new Core(options, ...seed(config.seed));
+    } catch (e) {
+      throw coreError(e);
+    }
+    const namespace = core.namespace();
+    let { store, warning } =
+      config.storage === "memory" ? { store: Store.memory(namespace), warning: undefined } : await Store.open(namespace);
+    let snapshot = "{}";
+    try {
+      snapshot = await store.load();
+    } catch (e) {
+      warning = `could not read the offline queue, starting empty: ${(e as Error).message}`;
+    }
+    if (config.positions) snapshot = lowerPositions(snapshot, config.positions);
+    const driver = new Driver(core, store, onBatch, config, namespace);
+    if (warning) driver.pending.push({ type: "store_warning", message: warning });
+    driver.run((now) => core.restore(...now, snapshot));
+    driver.scheduleFlush();
+    return driver;
+  }
+
+  /** True while the offline queue is written to IndexedDB. */
+  get durable(): boolean {
+    return this.store.durable;
+  }
+
+  /** Starts connecting; resolves once connected, rejects once failed or disconnected. */
+  connect(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.run((now) => this.core.connect(...now));
+      if (JSON.parse(this.core.state()).state === "connected") resolve();
+      else this.waiters.connect.push([resolve, reject]);
+    });
+  }
+
+  /** Closes the connection; subscriptions and the outbox are kept for the next connect. */
+  disconnect(): void {
+    this.run((now) => this.core.disconnect(...now));
+  }
+
+  /** Logs out: fails queued messages with `cancelled`, forgets subscriptions and
+   * positions, wipes this namespace from IndexedDB; resolves once wiped. */
+  clear(): Promise<void> {
+    this.run((now) => this.core.clear(...now));
+    return this.whenStored();
+  }
+
+  /** Resolves once every store write asked for so far is done. */
+  whenStored(): Promise<void> {
+    if (!this.persisting && this.persistQueue.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => this.waiters.storeIdle.push([resolve, reject]));
+  }
+
+  /** Subscribes; resolves once the server confirmed (offline: waits). */
+  subscribe(channel: string): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.run((now) => {
+        this.core.subscribe(...now, channel);
+        if (JSON.parse(this.core.subscriptionState(channel))?.state === "subscribed") resolve();
+        else this.waiters.subscribe.push([channel, [resolve, reject]]);
+      }),
+    );
+  }
+
+  /** Unsubscribes and forgets the channel's position. */
+  unsubscribe(channel: string): void {
+    this.run((now) => this.core.unsubscribe(...now, channel));
+  }
+
+  /** Queues a publish (`data`: JSON text). `queued` resolves with the id once durable,
+   * `acked` once the server stored it. Throws a `TidingsError` for invalid input. */
+  publish(channel: string, event: string, data: string): { msgId: string; queued: Promise<string>; acked: Promise<Ack> } {
+    let onQueued!: Settle;
+    let onAcked!: Settle;
+    const queued = new Promise<string>((resolve, reject) => (onQueued = [resolve, reject]));
+    const acked = new Promise<Ack>((resolve, reject) => (onAcked = [resolve, reject]));
+    let msgId = "";
+    // Waiters are filed before the outputs of this call are performed (they may settle them).
+    this.run((now) => {
+      msgId = this.core.publish(...now, channel, event, data);
+      this.waiters.queued.push([msgId, onQueued]);
+      this.waiters.acks.push([msgId, onAcked]);
+    });
+    return { msgId, queued, acked };
+  }
+
+  /** Cancels a message not sent yet (`unknown_message`, `not_cancellable`). */
+  cancel(msgId: string): void {
+    this.run((now) => this.core.cancel(...now, msgId));
+  }
+
+  /** The outbox (JSON): messages not yet acked or failed, oldest first. */
+  outbox(): string {
+    return this.core.outbox();
+  }
+  /** Counters and gauges (JSON). */
+  stats(): string {
+    return this.core.stats();
+  }
+  /** The connection state (JSON `{ state, ... }`). */
+  state(): string {
+    return this.core.state();
+  }
+  /** A subscription's state (JSON) or `null`. */
+  subscriptionState(channel: string): string {
+    return this.core.subscriptionState(channel);
+  }
+  /** Last positions per channel (JSON `{ [channel]: { epoch, offset } }`). */
+  positions(): string {
+    return this.core.positions();
+  }
+
+  /** Reports `online`, `offline`, `suspended` or `resumed`. */
+  lifecycle(change: string): void {
+    this.run((now) => this.core.lifecycle(...now, change));
+  }
+
+  /** Replaces the token (sent with `refresh` on a live connection). */
+  setToken(token: string): void {
+    this.run(() => this.core.setToken(token));
+  }
+
+  /** Closes the IndexedDB connection under the client (tests of the fallback only). */
+  closeStoreForTests(): void {
+    this.store.closeConnectionForTests();
+  }
+
+  /** Stops: closes the socket, cancels timers, rejects pending promises with `closed`,
+   * and hands over the last events now (the page may be going away). Store writes
+   * already asked for still finish. */
+  close(): void {
+    if (this.closed) return;
+    this.run((now) => this.core.disconnect(...now));
+    this.closed = true;
+    this.retire();
+    clearTimeout(this.wakeTimer);
+    const w = this.waiters;
+    for (const [, reject] of w.connect) reject(closedError());
+    for (const [, [, reject]] of [...w.subscribe, ...w.acks, ...w.queued]) reject(closedError());
+    w.connect = [];
+    w.subscribe = [];
+    w.acks = [];
+    w.queued = [];
+    this.flush();
+  }
+
+  /** Runs one core call with the clocks, then performs every output. Inputs that arise
+   * while performing outputs (a failed send or open) are fed later, in order. */
+  private run(call: (now: [number, number]) => unknown): void {
+    try {
+      call(clocks());
+    } catch (e) {
+      throw coreError(e);
+    } finally {
+      this.drain();
+    }
+  }
+
+  private drain(): void {
+    const outputs: Output[] = JSON.parse(this.core.poll());
+    for (const out of outputs) {
+      switch (out.op) {
+        case "open":
+          this.retire();
+          this.open(out.transport, out.url);
+          break;
+        case "close":
+          if (this.socket?.id === out.transport) this.retire();
+          break;
+        case "send":
+          if (this.socket?.id === out.transport) {
+            try {
+              this.socket.ws.send(out.text);
+            } catch (e) {
+              this.retire();
+              this.later((now) => this.core.closed(...now, out.transport, `send failed: ${e}`));
+            }
+          }
+          break;
+        case "token":
+          this.fetchToken();
+          break;
+        case "persist":
+          this.persistQueue.push(out);
+          if (!this.persisting) {
+            this.persisting = true;
+            void this.runStore();
+          }
+          break;
+        case "events":
+          this.resolveWaiters(out.events);
+          this.pending.push(...out.events);
+          break;
+        case "wake":
+          if (this.closed) return;
+          if (out.at !== this.wakeAt || (out.at !== null && this.wakeTimer === undefined)) {
+            clearTimeout(this.wakeTimer);
+            this.wakeTimer = undefined;
+            this.wakeAt = out.at;
+            if (out.at !== null) {
+              const delay = Math.max(0, out.at - clocks()[0]);
+              this.wakeTimer = setTimeout(() => {
+                this.wakeTimer = undefined;
+                this.input((now) => this.core.timeout(...now));
+              }, Math.min(delay, 2 ** 31 - 1));
+            }
+          }
+          this.scheduleFlush();
+      }
+    }
+  }
+
+  /** An input from a callback (socket, timer, store, token): ignored once closed. */
+  private input(call: (now: [number, number]) => unknown): void {
+    if (!this.closed) this.run(call);
+  }
+
+  /** `input`, from a microtask (not while outputs are being performed). */
+  private later(call: (now: [number, number]) => unknown): void {
+    queueMicrotask(() => this.input(call));
+  }
+
+  private open(transport: number, url: string): void {
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(url);
+    } catch (e) {
+      this.later((now) => this.core.closed(...now, transport, `cannot open: ${(e as Error).message ?? e}`));
+      return;
+    }
+    this.socket = { id: transport, ws };
+    ws.onopen = () => this.input((now) => this.core.opened(...now, transport));
+    ws.onmessage = (event) => {
+      if (typeof event.data !== "string") return;
+      this.input((now) => {
+        const problem = this.core.frame(...now, transport, event.data);
+        if (problem) console.warn("tidings: undecodable frame ignored:", problem);
+      });
+    };
+    ws.onclose = (event) => {
+      if (this.socket?.id === transport) this.retire();
+      this.input((now) => this.core.closed(...now, transport, `closed (${event.code}) ${event.reason}`));
+    };
+  }
+
+  /** Detaches and closes the current socket. */
+  private retire(): void {
+    const socket = this.socket;
+    if (!socket) return;
+    this.socket = undefined;
+    socket.ws.onopen = socket.ws.onmessage = socket.ws.onclose = socket.ws.onerror = null;
+    try {
+      socket.ws.close(1000, "client closed");
+    } catch {
+      // Already closed.
+    }
+  }
+
+  private async fetchToken(): Promise<void> {
+    let ok = false;
+    let value: string;
+    try {
+      if (!this.config.getToken) throw new Error("no token provider");
+      const token = await this.config.getToken();
+      if (typeof token !== "string") throw new Error("the token provider must return a string");
+      [ok, value] = [true, token];
+    } catch (e) {
+      value = (e as Error)?.message ?? String(e);
+    }
+    this.input((now) => this.core.token(...now, ok, value));
+  }
+
+  /** Applies store writes one at a time, in order, feeding each confirmation back. */
+  private async runStore(): Promise<void> {
+    for (let op = this.persistQueue.shift(); op; op = this.persistQueue.shift()) {
+      let failure: string | undefined;
+      try {
+        await this.store.apply(op.kind);
+      } catch (e) {
+        failure = (e as Error).message;
+      }
+      // Even a closed client confirms writes (it opens nothing and sends nothing).
+      const id = op.id;
+      this.run((now) =>
+        failure === undefined ? this.core.persisted(...now, id) : this.core.persistFailed(...now, id, failure),
+      );
+    }
+    this.persisting = false;
+    for (const [resolve] of this.waiters.storeIdle.splice(0)) resolve(undefined);
+  }
+
+  private resolveWaiters(events: any[]): void {
+    const w = this.waiters;
+    const settle = (list: [string, Settle][], key: string, outcome: (s: Settle) => void) => {
+      for (let i = list.length - 1; i >= 0; i--) {
+        if (list[i][0] === key) outcome(list.splice(i, 1)[0][1]);
+      }
+    };
+    for (const e of events) {
+      if (e.type === "state") {
+        const s = e.new;
+        const outcome =
+          s.state === "connected"
+            ? ([resolve]: Settle) => resolve(undefined)
+            : s.state === "failed"
+              ? ([, reject]: Settle) =>
+                  reject(new TidingsError(s.code, `connection failed (${s.code}): ${s.message}`))
+              : s.state === "disconnected"
+                ? ([, reject]: Settle) => reject(closedError())
+                : undefined;
+        if (outcome) w.connect.splice(0).forEach(outcome);
+      } else if (e.type === "subscription") {
+        const s = e.state;
+        if (s.state === "subscribed") settle(w.subscribe, e.channel, ([resolve]) => resolve(undefined));
+        else if (s.state === "failed") settle(w.subscribe, e.channel, ([, reject]) => reject(toError(s.error)));
+        else if (s.state === "unsubscribed")
+          settle(w.subscribe, e.channel, ([, reject]) => reject(new TidingsError("cancelled", "message cancelled")));
+      } else if (e.type === "message") {
+        const s = e.status;
+        if (s.status !== "persisting") {
+          settle(w.queued, e.msg_id, ([resolve, reject]) =>
+            s.status === "failed" ? reject(toError(s.error)) : resolve(e.msg_id),
+          );
+        }
+        if (s.status === "acked") {
+          settle(w.acks, e.msg_id, ([resolve]) => resolve({ msgId: e.msg_id, epoch: s.epoch, offset: s.offset }));
+        } else if (s.status === "failed") {
+          settle(w.acks, e.msg_id, ([, reject]) => reject(toError(s.error)));
+        }
+      }
+    }
+  }
+
+  private scheduleFlush(): void {
+    if (!this.pending.length || this.flushTimer !== undefined || this.flushFrame !== undefined || this.flushQueued) {
+      return;
+    }
+    const flush = () => this.flush();
+    const doc = g.document;
+    if (this.config.flush === "microtask") {
+      // A zero-delay timer keeps it out of the current call stack.
+      this.flushTimer = setTimeout(flush, 0);
+    } else if (typeof g.requestAnimationFrame === "function" && doc && doc.visibilityState === "visible") {
+      this.flushFrame = g.requestAnimationFrame(flush);
+      // Frames stop when the tab gets hidden: a timer makes sure the batch leaves.
+      this.flushTimer = setTimeout(flush, 100);
+    } else if (doc && doc.visibilityState === "hidden") {
+      // A hidden tab paints nothing and its timers wait up to a second; what it holds may
+      // be the shared socket's events for the other tabs. Hand them over in a microtask.
+      this.flushQueued = true;
+      queueMicrotask(flush);
+    } else {
+      // Workers: no frames, and timers are not throttled.
+      this.flushTimer = setTimeout(flush, 16);
+    }
+  }
+
+  /** Hands the queued events to the app as one batch, in order. */
+  private flush(): void {
+    if (this.flushFrame !== undefined) g.cancelAnimationFrame?.(this.flushFrame);
+    clearTimeout(this.flushTimer);
+    this.flushFrame = this.flushTimer = undefined;
+    this.flushQueued = false;
+    if (!this.pending.length) return;
+    const batch = this.pending;
+    this.pending = [];
+    try {
+      this.onBatch(JSON.stringify(batch));
+    } catch (e) {
+      console.error("tidings: an event listener threw", e);
+    }
+  }
+}
+
+/** Lowers stored positions to the ones a taking-over tab last received (same epoch), and
+ * adds the ones it has that the store lacks: the previous holder may have stored
+ * positions whose events it never broadcast. Replays are deduped per tab. */
+function lowerPositions(snapshot: string, floorJson: string): string {
+  let floor: Record<string, { epoch: string; offset: number }>;
+  try {
+    floor = JSON.parse(floorJson);
+  } catch {
+    return snapshot;
+  }
+  const s = JSON.parse(snapshot);
+  const positions = (s.positions ??= {});
+  for (const [channel, seen] of Object.entries(floor ?? {})) {
+    if (typeof seen?.epoch !== "string" || typeof seen.offset !== "number") continue;
+    const stored = positions[channel];
+    if (!stored) positions[channel] = seen;
+    else if (stored.epoch === seen.epoch && stored.offset > seen.offset) stored.offset = seen.offset;
+  }
+  return JSON.stringify(s);
+}
