@@ -99,7 +99,7 @@ export class Driver {
     } catch (e) {
       throw coreError(e);
     }
-    const namespace = core.namespace();
+    const namespace = core.read("namespace", "");
     let { store, warning } =
       config.storage === "memory" ? { store: Store.memory(namespace), warning: undefined } : await Store.open(namespace);
     let snapshot = "{}";
@@ -111,7 +111,7 @@ export class Driver {
     if (config.positions) snapshot = lowerPositions(snapshot, config.positions);
     const driver = new Driver(core, store, onBatch, config, namespace);
     if (warning) driver.pending.push({ type: "store_warning", message: warning });
-    driver.run((now) => core.restore(...now, snapshot));
+    driver.run("restore", 0, snapshot);
     driver.scheduleFlush();
     return driver;
   }
@@ -124,21 +124,21 @@ export class Driver {
   /** Starts connecting; resolves once connected, rejects once failed or disconnected. */
   connect(): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.run((now) => this.core.connect(...now));
-      if (JSON.parse(this.core.state()).state === "connected") resolve();
+      this.run("connect");
+      if (JSON.parse(this.core.read("state", "")).state === "connected") resolve();
       else this.waiters.connect.push([resolve, reject]);
     });
   }
 
   /** Closes the connection; subscriptions and the outbox are kept for the next connect. */
   disconnect(): void {
-    this.run((now) => this.core.disconnect(...now));
+    this.run("disconnect");
   }
 
   /** Logs out: fails queued messages with `cancelled`, forgets subscriptions and
    * positions, wipes this namespace from IndexedDB; resolves once wiped. */
   clear(): Promise<void> {
-    this.run((now) => this.core.clear(...now));
+    this.run("clear");
     return this.whenStored();
   }
 
@@ -151,9 +151,8 @@ export class Driver {
   /** Subscribes; resolves once the server confirmed (offline: waits). */
   subscribe(channel: string): Promise<void> {
     return new Promise((resolve, reject) =>
-      this.run((now) => {
-        this.core.subscribe(...now, channel);
-        if (JSON.parse(this.core.subscriptionState(channel))?.state === "subscribed") resolve();
+      this.run("subscribe", 0, channel, "", "", () => {
+        if (JSON.parse(this.core.read("subscription", channel))?.state === "subscribed") resolve();
         else this.waiters.subscribe.push([channel, [resolve, reject]]);
       }),
     );
@@ -161,7 +160,7 @@ export class Driver {
 
   /** Unsubscribes and forgets the channel's position. */
   unsubscribe(channel: string): void {
-    this.run((now) => this.core.unsubscribe(...now, channel));
+    this.run("unsubscribe", 0, channel);
   }
 
   /** Queues a publish (`data`: JSON text). `queued` resolves with the id once durable,
@@ -171,10 +170,13 @@ export class Driver {
     let onAcked!: Settle;
     const queued = new Promise<string>((resolve, reject) => (onQueued = [resolve, reject]));
     const acked = new Promise<Ack>((resolve, reject) => (onAcked = [resolve, reject]));
+    // Callers may watch only one of them: no "unhandled rejection" for the other.
+    queued.catch(() => {});
+    acked.catch(() => {});
     let msgId = "";
     // Waiters are filed before the outputs of this call are performed (they may settle them).
-    this.run((now) => {
-      msgId = this.core.publish(...now, channel, event, data);
+    this.run("publish", 0, channel, event, data, (id) => {
+      msgId = id;
       this.waiters.queued.push([msgId, onQueued]);
       this.waiters.acks.push([msgId, onAcked]);
     });
@@ -183,38 +185,38 @@ export class Driver {
 
   /** Cancels a message not sent yet (`unknown_message`, `not_cancellable`). */
   cancel(msgId: string): void {
-    this.run((now) => this.core.cancel(...now, msgId));
+    this.run("cancel", 0, msgId);
   }
 
   /** The outbox (JSON): messages not yet acked or failed, oldest first. */
   outbox(): string {
-    return this.core.outbox();
+    return this.core.read("outbox", "");
   }
   /** Counters and gauges (JSON). */
   stats(): string {
-    return this.core.stats();
+    return this.core.read("stats", "");
   }
   /** The connection state (JSON `{ state, ... }`). */
   state(): string {
-    return this.core.state();
+    return this.core.read("state", "");
   }
   /** A subscription's state (JSON) or `null`. */
   subscriptionState(channel: string): string {
-    return this.core.subscriptionState(channel);
+    return this.core.read("subscription", channel);
   }
   /** Last positions per channel (JSON `{ [channel]: { epoch, offset } }`). */
   positions(): string {
-    return this.core.positions();
+    return this.core.read("positions", "");
   }
 
   /** Reports `online`, `offline`, `suspended` or `resumed`. */
   lifecycle(change: string): void {
-    this.run((now) => this.core.lifecycle(...now, change));
+    this.run("lifecycle", 0, change);
   }
 
   /** Replaces the token (sent with `refresh` on a live connection). */
   setToken(token: string): void {
-    this.run(() => this.core.setToken(token));
+    this.run("set_token", 0, token);
   }
 
   /** Closes the IndexedDB connection under the client (tests of the fallback only). */
@@ -227,7 +229,7 @@ export class Driver {
    * already asked for still finish. */
   close(): void {
     if (this.closed) return;
-    this.run((now) => this.core.disconnect(...now));
+    this.run("disconnect");
     this.closed = true;
     this.retire();
     clearTimeout(this.wakeTimer);
@@ -243,14 +245,17 @@ export class Driver {
 
   /** Runs one core call with the clocks, then performs every output. Inputs that arise
    * while performing outputs (a failed send or open) are fed later, in order. */
-  private run(call: (now: [number, number]) => unknown): void {
+  private run(name: string, id = 0, a = "", b = "", c = "", then?: (result: string) => void): string {
+    let result: string;
     try {
-      call(clocks());
+      result = this.core.call(...clocks(), name, id, a, b, c);
+      then?.(result);
     } catch (e) {
       throw coreError(e);
     } finally {
       this.drain();
     }
+    return result;
   }
 
   private drain(): void {
@@ -270,7 +275,7 @@ export class Driver {
               this.socket.ws.send(out.text);
             } catch (e) {
               this.retire();
-              this.later((now) => this.core.closed(...now, out.transport, `send failed: ${e}`));
+              this.later("closed", out.transport, `send failed: ${e}`);
             }
           }
           break;
@@ -298,7 +303,7 @@ export class Driver {
               const delay = Math.max(0, out.at - clocks()[0]);
               this.wakeTimer = setTimeout(() => {
                 this.wakeTimer = undefined;
-                this.input((now) => this.core.timeout(...now));
+                this.input("timeout");
               }, Math.min(delay, 2 ** 31 - 1));
             }
           }
@@ -308,13 +313,13 @@ export class Driver {
   }
 
   /** An input from a callback (socket, timer, store, token): ignored once closed. */
-  private input(call: (now: [number, number]) => unknown): void {
-    if (!this.closed) this.run(call);
+  private input(name: string, id = 0, a = ""): string | undefined {
+    return this.closed ? undefined : this.run(name, id, a);
   }
 
   /** `input`, from a microtask (not while outputs are being performed). */
-  private later(call: (now: [number, number]) => unknown): void {
-    queueMicrotask(() => this.input(call));
+  private later(name: string, id: number, a: string): void {
+    queueMicrotask(() => this.input(name, id, a));
   }
 
   private open(transport: number, url: string): void {
@@ -322,21 +327,19 @@ export class Driver {
     try {
       ws = new WebSocket(url);
     } catch (e) {
-      this.later((now) => this.core.closed(...now, transport, `cannot open: ${(e as Error).message ?? e}`));
+      this.later("closed", transport, `cannot open: ${(e as Error).message ?? e}`);
       return;
     }
     this.socket = { id: transport, ws };
-    ws.onopen = () => this.input((now) => this.core.opened(...now, transport));
+    ws.onopen = () => this.input("opened", transport);
     ws.onmessage = (event) => {
       if (typeof event.data !== "string") return;
-      this.input((now) => {
-        const problem = this.core.frame(...now, transport, event.data);
-        if (problem) console.warn("tidings: undecodable frame ignored:", problem);
-      });
+      const problem = this.input("frame", transport, event.data);
+      if (problem) console.warn("tidings: undecodable frame ignored:", problem);
     };
     ws.onclose = (event) => {
       if (this.socket?.id === transport) this.retire();
-      this.input((now) => this.core.closed(...now, transport, `closed (${event.code}) ${event.reason}`));
+      this.input("closed", transport, `closed (${event.code}) ${event.reason}`);
     };
   }
 
@@ -364,7 +367,7 @@ export class Driver {
     } catch (e) {
       value = (e as Error)?.message ?? String(e);
     }
-    this.input((now) => this.core.token(...now, ok, value));
+    this.input(ok ? "token" : "token_failed", 0, value);
   }
 
   /** Applies store writes one at a time, in order, feeding each confirmation back. */
@@ -378,9 +381,8 @@ export class Driver {
       }
       // Even a closed client confirms writes (it opens nothing and sends nothing).
       const id = op.id;
-      this.run((now) =>
-        failure === undefined ? this.core.persisted(...now, id) : this.core.persistFailed(...now, id, failure),
-      );
+      if (failure === undefined) this.run("persisted", id);
+      else this.run("persist_failed", id, failure);
     }
     this.persisting = false;
     for (const [resolve] of this.waiters.storeIdle.splice(0)) resolve(undefined);

@@ -1,4 +1,4 @@
-//! The sans-IO core as a JavaScript object: inputs go in as method calls, outputs come
+//! The sans-IO core as a JavaScript object: inputs go in through `call`, outputs come
 //! back as one JSON array per drain (one wasm↔JS crossing per batch, not per message).
 //!
 //! The browser driver (`js/src/driver.ts`) owns the WebSocket, the timers, the IndexedDB
@@ -27,10 +27,6 @@ fn bad_request(message: &str) -> JsValue {
     JsValue::from_str(&out)
 }
 
-fn now(mono: f64, wall: f64) -> Now {
-    Now::new(mono.max(0.0) as u64, wall.max(0.0) as u64)
-}
-
 /// The Tidings client state machine (see `tidings::Client`).
 #[wasm_bindgen]
 #[allow(missing_debug_implementations)] // Debug formatting would only add wasm size.
@@ -51,133 +47,102 @@ impl Core {
         })
     }
 
-    /// Where this client's data is filed: `tidings|<url>|<user>`.
-    pub fn namespace(&self) -> String {
-        self.client.options().storage_namespace()
-    }
-
-    /// Feeds the stored snapshot (JSON, see `Snapshot`), once, before `connect`.
-    pub fn restore(&mut self, mono: f64, wall: f64, snapshot: &str) -> Result<(), JsValue> {
-        let snapshot = Snapshot::from_json(snapshot).map_err(|e| bad_request(&e.0))?;
-        self.client
-            .handle_input(now(mono, wall), Input::Restore(snapshot));
-        Ok(())
-    }
-
-    /// Starts connecting (and keeps reconnecting).
-    pub fn connect(&mut self, mono: f64, wall: f64) {
-        self.client.connect(now(mono, wall));
-    }
-
-    /// Disconnects and stops reconnecting; the outbox is kept.
-    pub fn disconnect(&mut self, mono: f64, wall: f64) {
-        self.client.disconnect(now(mono, wall));
-    }
-
-    /// Logout: disconnects and forgets subscriptions, positions and the outbox.
-    pub fn clear(&mut self, mono: f64, wall: f64) {
-        self.client.clear(now(mono, wall));
-    }
-
-    /// Replaces the token used for the next connect or refresh.
-    #[wasm_bindgen(js_name = setToken)]
-    pub fn set_token(&mut self, token: String) {
-        self.client.set_token(token);
-    }
-
-    /// Subscribes to a channel or pattern. Throws for an invalid name or too many channels.
-    pub fn subscribe(&mut self, mono: f64, wall: f64, channel: &str) -> Result<(), JsValue> {
-        self.client
-            .subscribe(now(mono, wall), channel)
-            .map_err(|e| error(&e))
-    }
-
-    /// Unsubscribes and forgets the channel's position.
-    pub fn unsubscribe(&mut self, mono: f64, wall: f64, channel: &str) {
-        self.client.unsubscribe(now(mono, wall), channel);
-    }
-
-    /// Queues a publish (`data`: JSON text) and returns its message id.
-    pub fn publish(
+    /// Feeds one input, named by `name`, with the clocks (`performance.now()`,
+    /// `Date.now()`, ms). One entry point instead of one method per input keeps the
+    /// wasm-bindgen glue small. Returns `""` unless noted; throws a `TidingsError`-shaped
+    /// JSON text for bad input.
+    ///
+    /// App commands: `restore` (a: snapshot JSON, once, before `connect`), `connect`,
+    /// `disconnect`, `clear`, `set_token` (a), `subscribe` / `unsubscribe` (a: channel),
+    /// `publish` (a: channel, b: event, c: data JSON; returns the message id), `cancel`
+    /// (a: message id), `lifecycle` (a: `online`, `offline`, `suspended`, `resumed`).
+    ///
+    /// Platform reports: `opened` (id: transport), `closed` (id, a: reason), `frame` (id,
+    /// a: text; returns why a frame that does not decode was ignored), `timeout` (the
+    /// last `wake` time came), `token` (a: token), `token_failed` (a: why), `persisted`
+    /// (id: persist id), `persist_failed` (id, a: why).
+    #[allow(clippy::too_many_arguments)]
+    pub fn call(
         &mut self,
         mono: f64,
         wall: f64,
-        channel: &str,
-        event: &str,
-        data: &str,
+        name: &str,
+        id: f64,
+        a: String,
+        b: &str,
+        c: &str,
     ) -> Result<String, JsValue> {
-        let data = Payload::from_json(data).map_err(|e| {
-            bad_request(&(String::from("data is not valid JSON: ") + &e.to_string()))
-        })?;
-        self.client
-            .publish(now(mono, wall), channel, event, data)
-            .map_err(|e| error(&e))
-    }
-
-    /// Cancels a message that was not sent yet.
-    pub fn cancel(&mut self, mono: f64, wall: f64, msg_id: &str) -> Result<(), JsValue> {
-        self.client
-            .cancel(now(mono, wall), msg_id)
-            .map_err(|e| error(&e))
-    }
-
-    /// The transport asked for by an `open` output is open.
-    pub fn opened(&mut self, mono: f64, wall: f64, transport: f64) {
-        self.input(mono, wall, Input::TransportOpened(transport as u64));
-    }
-
-    /// A text frame arrived. Frames that do not decode are ignored (and reported back).
-    pub fn frame(&mut self, mono: f64, wall: f64, transport: f64, text: &str) -> Option<String> {
-        match JsonCodec.decode_server(text) {
-            Ok(frame) => {
-                let transport = transport as u64;
-                self.input(mono, wall, Input::Frame { transport, frame });
-                None
-            }
-            Err(e) => Some(e.0),
-        }
-    }
-
-    /// The transport closed or could not be opened.
-    pub fn closed(&mut self, mono: f64, wall: f64, transport: f64, reason: String) {
-        let transport = transport as u64;
-        self.input(mono, wall, Input::TransportClosed { transport, reason });
-    }
-
-    /// The wake-up time of the last `wake` output has come.
-    pub fn timeout(&mut self, mono: f64, wall: f64) {
-        self.input(mono, wall, Input::Timeout);
-    }
-
-    /// `online`, `offline`, `suspended` or `resumed`.
-    pub fn lifecycle(&mut self, mono: f64, wall: f64, change: &str) -> Result<(), JsValue> {
-        let change = match change {
-            "online" => Lifecycle::Online,
-            "offline" => Lifecycle::Offline,
-            "suspended" => Lifecycle::Suspended,
-            "resumed" => Lifecycle::Resumed,
-            _ => return Err(bad_request("unknown lifecycle change")),
-        };
-        self.input(mono, wall, Input::Lifecycle(change));
-        Ok(())
-    }
-
-    /// Answer to a `token` output: the token, or (when `ok` is false) why there is none.
-    pub fn token(&mut self, mono: f64, wall: f64, ok: bool, value: String) {
-        let result = if ok { Ok(value) } else { Err(value) };
-        self.input(mono, wall, Input::Token(result));
-    }
-
-    /// A `persist` output is durable.
-    pub fn persisted(&mut self, mono: f64, wall: f64, id: f64) {
-        self.input(mono, wall, Input::Persisted(id as u64));
-    }
-
-    /// A `persist` output failed: the core carries on in memory and warns the app.
-    #[wasm_bindgen(js_name = persistFailed)]
-    pub fn persist_failed(&mut self, mono: f64, wall: f64, id: f64, message: String) {
+        let now = Now::new(mono.max(0.0) as u64, wall.max(0.0) as u64);
         let id = id as u64;
-        self.input(mono, wall, Input::PersistFailed { id, message });
+        let client = &mut self.client;
+        let input = match name {
+            "restore" => Input::Restore(Snapshot::from_json(&a).map_err(|e| bad_request(&e.0))?),
+            "connect" => {
+                client.connect(now);
+                return Ok(String::new());
+            }
+            "disconnect" => {
+                client.disconnect(now);
+                return Ok(String::new());
+            }
+            "clear" => {
+                client.clear(now);
+                return Ok(String::new());
+            }
+            "set_token" => {
+                client.set_token(a);
+                return Ok(String::new());
+            }
+            "subscribe" => {
+                return client
+                    .subscribe(now, &a)
+                    .map(|()| String::new())
+                    .map_err(|e| error(&e))
+            }
+            "unsubscribe" => {
+                client.unsubscribe(now, &a);
+                return Ok(String::new());
+            }
+            "cancel" => {
+                return client
+                    .cancel(now, &a)
+                    .map(|()| String::new())
+                    .map_err(|e| error(&e))
+            }
+            "publish" => {
+                let data = Payload::from_json(c).map_err(|e| {
+                    bad_request(&(String::from("data is not valid JSON: ") + &e.to_string()))
+                })?;
+                return client.publish(now, &a, b, data).map_err(|e| error(&e));
+            }
+            "lifecycle" => Input::Lifecycle(match a.as_str() {
+                "online" => Lifecycle::Online,
+                "offline" => Lifecycle::Offline,
+                "suspended" => Lifecycle::Suspended,
+                "resumed" => Lifecycle::Resumed,
+                _ => return Err(bad_request("unknown lifecycle change")),
+            }),
+            "opened" => Input::TransportOpened(id),
+            "closed" => Input::TransportClosed {
+                transport: id,
+                reason: a,
+            },
+            "frame" => match JsonCodec.decode_server(&a) {
+                Ok(frame) => Input::Frame {
+                    transport: id,
+                    frame,
+                },
+                Err(e) => return Ok(e.0),
+            },
+            "timeout" => Input::Timeout,
+            "token" => Input::Token(Ok(a)),
+            "token_failed" => Input::Token(Err(a)),
+            "persisted" => Input::Persisted(id),
+            "persist_failed" => Input::PersistFailed { id, message: a },
+            _ => return Err(bad_request("unknown input")),
+        };
+        client.handle_input(now, input);
+        Ok(String::new())
     }
 
     /// Drains the outputs: a JSON array ending with `{"op":"wake","at":ms|null}`.
@@ -233,44 +198,30 @@ impl Core {
         out
     }
 
-    /// The outbox: JSON array of pending messages with their status.
-    pub fn outbox(&self) -> String {
-        self.client.outbox().to_json()
-    }
-
-    /// Counters and gauges (JSON).
-    pub fn stats(&self) -> String {
-        self.client.stats().to_json()
-    }
-
-    /// The connection state (JSON `{state, ...}`).
-    pub fn state(&self) -> String {
-        self.client.state().to_json()
-    }
-
-    /// A channel's subscription state (JSON), or `null` when not subscribed.
-    #[wasm_bindgen(js_name = subscriptionState)]
-    pub fn subscription_state(&self, channel: &str) -> String {
-        match self.client.subscription_state(channel) {
-            Some(state) => state.to_json(),
-            None => "null".into(),
+    /// Reads state as JSON: `outbox` (pending messages with their status), `stats`,
+    /// `state` (`{state, ...}`), `subscription` (arg: channel; `null` when not
+    /// subscribed), `positions` (`{channel: {epoch, offset}}`), `namespace` (the storage
+    /// namespace `tidings|<url>|<user>`, as plain text).
+    pub fn read(&self, what: &str, arg: &str) -> String {
+        let client = &self.client;
+        match what {
+            "outbox" => client.outbox().to_json(),
+            "stats" => client.stats().to_json(),
+            "state" => client.state().to_json(),
+            "subscription" => client
+                .subscription_state(arg)
+                .map_or_else(|| "null".into(), ToJson::to_json),
+            "positions" => {
+                let mut out = String::new();
+                let mut obj = ObjectWriter::new(&mut out);
+                for (channel, position) in client.positions() {
+                    position.write_json(obj.key(channel));
+                }
+                obj.end();
+                out
+            }
+            "namespace" => client.options().storage_namespace(),
+            _ => "null".into(),
         }
-    }
-
-    /// Last positions per channel (JSON `{channel: {epoch, offset}}`).
-    pub fn positions(&self) -> String {
-        let mut out = String::new();
-        let mut obj = ObjectWriter::new(&mut out);
-        for (channel, position) in self.client.positions() {
-            position.write_json(obj.key(channel));
-        }
-        obj.end();
-        out
-    }
-}
-
-impl Core {
-    fn input(&mut self, mono: f64, wall: f64, input: Input) {
-        self.client.handle_input(now(mono, wall), input);
     }
 }

@@ -39,19 +39,28 @@ fn events(outputs: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// Feeds one input (see `Core::call`).
+fn call(core: &mut Core, t: f64, name: &str, id: f64, a: &str) -> Result<String, JsValue> {
+    core.call(t, 1_000.0 + t, name, id, a.into(), "", "")
+}
+
+fn read(core: &Core, what: &str, arg: &str) -> Value {
+    serde_json::from_str(&core.read(what, arg)).expect("read returns JSON")
+}
+
 fn thrown(error: JsValue) -> Value {
     serde_json::from_str(&error.as_string().expect("errors are JSON text")).expect("JSON")
 }
 
 /// Connects transport 1 and answers the handshake; returns the outputs of the reply.
 fn connect(core: &mut Core) -> Vec<Value> {
-    core.restore(0.0, 1_000.0, "{}").expect("empty snapshot");
-    core.connect(0.0, 1_000.0);
+    call(core, 0.0, "restore", 0.0, "{}").expect("empty snapshot");
+    call(core, 0.0, "connect", 0.0, "").expect("connect");
     let open = ops(&poll(core), "open");
     assert_eq!(open.len(), 1, "{open:?}");
     assert_eq!(open[0]["url"], "ws://127.0.0.1:9/ws");
     let transport = open[0]["transport"].as_f64().expect("id");
-    core.opened(1.0, 1_001.0, transport);
+    call(core, 1.0, "opened", transport, "").expect("opened");
     let sent = ops(&poll(core), "send");
     let connect: Value =
         serde_json::from_str(sent[0]["text"].as_str().expect("text")).expect("frame");
@@ -62,17 +71,18 @@ fn connect(core: &mut Core) -> Vec<Value> {
         "server_time": 1_001, "ping_interval_ms": 25_000,
         "limits": { "max_frame_bytes": 65_536, "max_channels": 256, "max_messages_per_second": 100 }
     });
-    assert_eq!(
-        core.frame(2.0, 1_002.0, transport, &connected.to_string()),
-        None
-    );
+    let reply = call(core, 2.0, "frame", transport, &connected.to_string());
+    assert_eq!(reply.as_deref(), Ok(""));
     poll(core)
 }
 
 #[wasm_bindgen_test]
 fn handshake_subscribe_and_deliver_with_exact_payloads() {
     let mut core = core(json!({}));
-    assert_eq!(core.namespace(), "tidings|ws://127.0.0.1:9/ws|ana");
+    assert_eq!(
+        core.read("namespace", ""),
+        "tidings|ws://127.0.0.1:9/ws|ana"
+    );
     let out = connect(&mut core);
     let states: Vec<Value> = events(&out)
         .into_iter()
@@ -82,12 +92,9 @@ fn handshake_subscribe_and_deliver_with_exact_payloads() {
         states.last().expect("a state event")["new"]["state"],
         "connected"
     );
-    assert_eq!(
-        serde_json::from_str::<Value>(&core.state()).expect("json")["state"],
-        "connected"
-    );
+    assert_eq!(read(&core, "state", "")["state"], "connected");
 
-    core.subscribe(3.0, 1_003.0, "news").expect("valid");
+    call(&mut core, 3.0, "subscribe", 0.0, "news").expect("valid");
     let sent = ops(&poll(&mut core), "send");
     let subscribe: Value =
         serde_json::from_str(sent[0]["text"].as_str().expect("text")).expect("json");
@@ -95,11 +102,11 @@ fn handshake_subscribe_and_deliver_with_exact_payloads() {
     assert_eq!(subscribe["channel"], "news");
     let subscribed = json!({ "type": "subscribed", "id": subscribe["id"], "channel": "news",
         "epoch": "e1", "offset": 0, "recovered": true, "server_time": 1_003 });
-    core.frame(4.0, 1_004.0, 1.0, &subscribed.to_string());
+    call(&mut core, 4.0, "frame", 1.0, &subscribed.to_string()).expect("frame");
     poll(&mut core);
     // The payload keeps its exact text (big integer, member order) into the event JSON.
     let publication = r#"{"type":"publication","channel":"news","epoch":"e1","offset":1,"id":"m1","event":"post","data":{"z":1,"n":12345678901234567890},"ts":1005,"publisher":{"user":"bo"}}"#;
-    core.frame(5.0, 1_005.0, 1.0, publication);
+    call(&mut core, 5.0, "frame", 1.0, publication).expect("frame");
     let raw = core.poll();
     assert!(
         raw.contains(r#""data":{"z":1,"n":12345678901234567890}"#),
@@ -109,19 +116,32 @@ fn handshake_subscribe_and_deliver_with_exact_payloads() {
     assert_eq!(delivered.len(), 1, "{delivered:?}");
     assert_eq!(delivered[0]["type"], "publication");
     assert_eq!(delivered[0]["publisher"]["user"], "bo");
-    let positions: Value = serde_json::from_str(&core.positions()).expect("json");
+    let positions: Value = read(&core, "positions", "");
     assert_eq!(positions["news"], json!({ "epoch": "e1", "offset": 1 }));
     // A frame that does not decode is reported back and changes nothing.
-    let problem = core.frame(6.0, 1_006.0, 1.0, r#"{"type":"pong"}"#);
-    assert_eq!(problem.as_deref(), Some("missing field `id`"));
+    let problem = call(&mut core, 6.0, "frame", 1.0, r#"{"type":"pong"}"#);
+    assert_eq!(problem.as_deref(), Ok("missing field `id`"));
+    assert_eq!(
+        thrown(call(&mut core, 7.0, "teleport", 0.0, "").expect_err("unknown input"))["code"],
+        "bad_request"
+    );
+    assert_eq!(core.read("subscription", "never"), "null");
 }
 
 #[wasm_bindgen_test]
 fn offline_publish_is_persisted_and_restored() {
     let mut core = core(json!({}));
-    core.restore(0.0, 1_000.0, "{}").expect("empty snapshot");
+    call(&mut core, 0.0, "restore", 0.0, "{}").expect("empty snapshot");
     let msg_id = core
-        .publish(1.0, 1_001.0, "news", "post", r#"{"text":"héllo"}"#)
+        .call(
+            1.0,
+            1_001.0,
+            "publish",
+            0.0,
+            "news".into(),
+            "post",
+            r#"{"text":"héllo"}"#,
+        )
         .expect("queued");
     let out = poll(&mut core);
     let persist = ops(&out, "persist");
@@ -132,7 +152,7 @@ fn offline_publish_is_persisted_and_restored() {
         json!({ "text": "héllo" })
     );
     let id = persist[0]["id"].as_f64().expect("id");
-    core.persisted(2.0, 1_002.0, id);
+    call(&mut core, 2.0, "persisted", id, "").expect("persisted");
     let statuses: Vec<Value> = events(&poll(&mut core))
         .into_iter()
         .filter(|e| e["type"] == "message")
@@ -144,15 +164,11 @@ fn offline_publish_is_persisted_and_restored() {
     let snapshot = json!({ "outbox": [persist[0]["kind"]["entry"]], "positions": {
         "news": { "epoch": "e1", "offset": 7 } }, "pattern_since": {} });
     let mut next = core_with_seed(3);
-    next.restore(0.0, 2_000.0, &snapshot.to_string())
-        .expect("snapshot");
-    let outbox: Value = serde_json::from_str(&next.outbox()).expect("json");
+    call(&mut next, 0.0, "restore", 0.0, &snapshot.to_string()).expect("snapshot");
+    let outbox: Value = read(&next, "outbox", "");
     assert_eq!(outbox[0]["msg_id"], msg_id.as_str());
     assert_eq!(outbox[0]["status"]["status"], "queued");
-    assert_eq!(
-        serde_json::from_str::<Value>(&next.positions()).expect("json")["news"]["offset"],
-        7
-    );
+    assert_eq!(read(&next, "positions", "")["news"]["offset"], 7);
 }
 
 fn core_with_seed(seed: u32) -> Core {
@@ -172,35 +188,35 @@ fn bad_input_throws_stable_codes() {
         "invalid options: `ping_interval_ms` must be a non-negative integer"
     );
     let mut core = core(json!({}));
-    core.restore(0.0, 0.0, "{}").expect("empty");
+    call(&mut core, 0.0, "restore", 0.0, "{}").expect("empty");
     assert_eq!(
-        thrown(core.subscribe(0.0, 0.0, "bad name").expect_err("invalid"))["code"],
+        thrown(call(&mut core, 0.0, "subscribe", 0.0, "bad name").expect_err("invalid"))["code"],
         "invalid_channel"
     );
     assert_eq!(
         thrown(
-            core.publish(0.0, 0.0, "news", "post", "{not json")
+            core.call(0.0, 0.0, "publish", 0.0, "news".into(), "post", "{not json")
                 .expect_err("invalid")
         )["code"],
         "bad_request"
     );
     assert_eq!(
         thrown(
-            core.publish(0.0, 0.0, "news:*", "post", "1")
+            core.call(0.0, 0.0, "publish", 0.0, "news:*".into(), "post", "1")
                 .expect_err("pattern")
         )["code"],
         "publish_to_pattern"
     );
     assert_eq!(
-        thrown(core.cancel(0.0, 0.0, "nope").expect_err("unknown"))["code"],
+        thrown(call(&mut core, 0.0, "cancel", 0.0, "nope").expect_err("unknown"))["code"],
         "unknown_message"
     );
     assert_eq!(
-        thrown(core.lifecycle(0.0, 0.0, "asleep").expect_err("unknown"))["code"],
+        thrown(call(&mut core, 0.0, "lifecycle", 0.0, "asleep").expect_err("unknown"))["code"],
         "bad_request"
     );
     assert_eq!(
-        thrown(core.restore(0.0, 0.0, "[").expect_err("bad snapshot"))["code"],
+        thrown(call(&mut core, 0.0, "restore", 0.0, "[").expect_err("bad snapshot"))["code"],
         "bad_request"
     );
 }
@@ -209,7 +225,7 @@ fn bad_input_throws_stable_codes() {
 fn timers_and_lost_connections_drive_reconnects() {
     let mut core = core(json!({ "reconnect": { "base_delay_ms": 100, "max_delay_ms": 100 } }));
     connect(&mut core);
-    core.closed(10.0, 1_010.0, 1.0, "closed (1006) ".into());
+    call(&mut core, 10.0, "closed", 1.0, "closed (1006) ").expect("closed");
     let out = poll(&mut core);
     let states: Vec<Value> = events(&out)
         .into_iter()
@@ -223,7 +239,7 @@ fn timers_and_lost_connections_drive_reconnects() {
         .as_f64()
         .expect("a wake time");
     assert!((10.0..=110.0).contains(&at), "{at}");
-    core.timeout(at, 1_000.0 + at);
+    call(&mut core, at, "timeout", 0.0, "").expect("timeout");
     assert_eq!(
         ops(&poll(&mut core), "open").len(),
         1,

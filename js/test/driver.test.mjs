@@ -1,0 +1,183 @@
+// The browser driver (js/src/driver.ts) and its IndexedDB store (js/src/store.ts) in
+// headless Chromium: the store's order and namespaces across reopen, durable offline
+// publishes restored by the next client, batched events with re-entrant listeners, the
+// fallback to memory when IndexedDB fails, and the takeover position floor. The page
+// loads an esbuild bundle of the two modules and the wasm core, served by the reference
+// server's static file option.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as esbuild from "esbuild";
+import { cleanup, launch, root, startServer, tempDir } from "./helpers.mjs";
+
+let dir, server, browser, page;
+
+before(async () => {
+  dir = tempDir("tidings-driver-");
+  mkdirSync(dir, { recursive: true });
+  const entry = join(dir, "entry.ts");
+  writeFileSync(
+    entry,
+    `export { Driver } from ${JSON.stringify(join(root, "js/src/driver.ts"))};
+     export { Store } from ${JSON.stringify(join(root, "js/src/store.ts"))};
+     export { default as initWasm } from ${JSON.stringify(join(root, "js/wasm/tidings_wasm.js"))};`,
+  );
+  await esbuild.build({ entryPoints: [entry], outfile: join(dir, "driver.js"), bundle: true, format: "esm", logLevel: "warning" });
+  await esbuild.stop();
+  copyFileSync(join(root, "js/wasm/tidings_wasm_bg.wasm"), join(dir, "tidings_wasm_bg.wasm"));
+  writeFileSync(
+    join(dir, "index.html"),
+    `<!doctype html><script type="module">
+       import * as m from "./driver.js";
+       await m.initWasm({ module_or_path: new URL("./tidings_wasm_bg.wasm", import.meta.url) });
+       window.m = m; window.ready = true;
+     </script>`,
+  );
+  server = await startServer({ demoDir: dir });
+  browser = await launch();
+  page = await browser.newPage();
+  page.on("pageerror", (e) => console.error("[page] error:", e.message));
+  await page.goto(server.base + "/index.html");
+  await page.waitForFunction(() => window.ready === true);
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  cleanup(dir);
+});
+
+// A server port nothing listens on: clients stay offline.
+const OFFLINE_URL = "ws://127.0.0.1:9/ws";
+
+test("store: outbox order, positions and pattern times survive reopen; clear wipes one namespace", async () => {
+  const result = await page.evaluate(async () => {
+    const { Store } = window.m;
+    const entry = (id, text) => ({ msg_id: id, channel: "c", event: "e", data: { text }, created_at_ms: 1, user: null });
+    const a = (await Store.open("ns-a")).store;
+    const b = (await Store.open("ns-b")).store;
+    for (const id of ["m3", "m1", "m2"]) await a.apply({ op: "put_message", entry: entry(id, id) });
+    await a.apply({ op: "put_message", entry: entry("m1", "m1 again") }); // keeps its place
+    await a.apply({ op: "remove_message", msg_id: "m2" });
+    await a.apply({ op: "put_position", channel: "news", position: { epoch: "e1", offset: 7 } });
+    await a.apply({ op: "put_pattern_since", pattern: "team:*", since: 1234 });
+    await b.apply({ op: "put_message", entry: entry("other", "other") });
+    a.fallBack();
+    const again = (await Store.open("ns-a")).store;
+    const loaded = JSON.parse(await again.load());
+    await again.apply({ op: "clear" });
+    const cleared = JSON.parse(await (await Store.open("ns-a")).store.load());
+    const untouched = JSON.parse(await (await Store.open("ns-b")).store.load());
+    const memory = Store.memory("ns-a");
+    await memory.apply({ op: "put_message", entry: entry("x", "x") });
+    return { loaded, cleared, untouched, durable: again.durable, memoryDurable: memory.durable, memory: await memory.load() };
+  });
+  assert.deepEqual(result.loaded.outbox.map((e) => [e.msg_id, e.data.text]), [["m3", "m3"], ["m1", "m1 again"]]);
+  assert.deepEqual(result.loaded.positions, { news: { epoch: "e1", offset: 7 } });
+  assert.deepEqual(result.loaded.pattern_since, { "team:*": 1234 });
+  assert.deepEqual(result.cleared, { outbox: [], positions: {}, pattern_since: {} });
+  assert.deepEqual(result.untouched.outbox.map((e) => e.msg_id), ["other"]);
+  assert.equal(result.durable, true);
+  assert.equal(result.memoryDurable, false);
+  assert.equal(result.memory, "{}");
+});
+
+test("driver: an offline publish is durable and restored by the next client; listeners may call back", async () => {
+  const result = await page.evaluate(async (url) => {
+    const { Driver } = window.m;
+    const options = JSON.stringify({ url, token: "x.eyJzdWIiOiJkYW4ifQ.s" }); // sub: dan
+    const batches = [];
+    let reentered;
+    const first = await Driver.create(
+      options,
+      (json) => {
+        const events = JSON.parse(json);
+        batches.push(events.map((e) => e.type + ":" + (e.status?.status ?? e.new?.state ?? "")));
+        // A listener calling back into the client (no "recursive use" error).
+        reentered ??= JSON.parse(first.outbox()).length;
+      },
+      { flush: "microtask" },
+    );
+    const sent = first.publish("news", "post", JSON.stringify({ text: "héllo" }));
+    const queuedId = await sent.queued;
+    await first.whenStored();
+    await new Promise((r) => setTimeout(r, 10));
+    let ackError;
+    sent.acked.catch((e) => (ackError = e.code));
+    first.close();
+    await new Promise((r) => setTimeout(r, 0));
+    const second = await Driver.create(options, () => {}, { flush: "microtask" });
+    const outbox = JSON.parse(second.outbox());
+    second.close();
+    let bad;
+    try {
+      second.publish("bad name", "e", "1");
+    } catch (e) {
+      bad = [e.name, e.code];
+    }
+    return { msgId: sent.msgId, queuedId, batches, reentered, ackError, outbox, bad, ns: second.namespace };
+  }, OFFLINE_URL);
+  assert.equal(result.queuedId, result.msgId);
+  assert.equal(result.ns, `tidings|${OFFLINE_URL}|dan`);
+  assert.ok(result.batches.length >= 1);
+  assert.ok(result.batches.flat().includes("message:queued"), JSON.stringify(result.batches));
+  assert.equal(result.reentered, 1);
+  assert.equal(result.ackError, "closed");
+  assert.deepEqual(result.outbox.map((m) => [m.msg_id, m.data.text, m.status.status]), [[result.msgId, "héllo", "queued"]]);
+  assert.deepEqual(result.bad, ["TidingsError", "invalid_channel"]);
+});
+
+test("driver: a failing store warns and the client carries on in memory", async () => {
+  const result = await page.evaluate(async (url) => {
+    const { Driver } = window.m;
+    const events = [];
+    const client = await Driver.create(
+      JSON.stringify({ url, token: "x.eyJzdWIiOiJlZGEifQ.s" }), // sub: eda
+      (json) => events.push(...JSON.parse(json)),
+      { flush: "microtask" },
+    );
+    client.closeStoreForTests();
+    const sent = client.publish("news", "post", "1");
+    const queued = await sent.queued.then(() => "queued", (e) => e.code);
+    await new Promise((r) => setTimeout(r, 10));
+    const outbox = JSON.parse(client.outbox()).map((m) => m.status.status);
+    const durable = client.durable;
+    const after = client.publish("news", "post", "2");
+    await after.queued;
+    client.close();
+    return { queued, warnings: events.filter((e) => e.type === "store_warning").length, outbox, durable };
+  }, OFFLINE_URL);
+  assert.equal(result.queued, "queued", "the message is still queued (in memory)");
+  assert.equal(result.warnings, 1);
+  assert.deepEqual(result.outbox, ["queued"]);
+  assert.equal(result.durable, false);
+});
+
+test("driver: a tab taking over resumes from the older of the stored and the received positions", async () => {
+  const positions = await page.evaluate(async (url) => {
+    const { Driver, Store } = window.m;
+    const options = JSON.stringify({ url, token: "x.eyJzdWIiOiJmbG8ifQ.s" }); // sub: flo
+    const { store } = await Store.open(`tidings|${url}|flo`);
+    await store.apply({ op: "put_position", channel: "a", position: { epoch: "e", offset: 9 } });
+    await store.apply({ op: "put_position", channel: "b", position: { epoch: "e", offset: 3 } });
+    await store.apply({ op: "put_position", channel: "c", position: { epoch: "old", offset: 2 } });
+    store.fallBack();
+    const floor = JSON.stringify({
+      a: { epoch: "e", offset: 5 }, // older: wins
+      b: { epoch: "e", offset: 8 }, // newer: stored stays
+      c: { epoch: "new", offset: 1 }, // other epoch: stored stays
+      d: { epoch: "e", offset: 4 }, // unknown to the store: added
+    });
+    const client = await Driver.create(options, () => {}, { positions: floor });
+    const out = JSON.parse(client.positions());
+    client.close();
+    return out;
+  }, OFFLINE_URL);
+  assert.deepEqual(positions, {
+    a: { epoch: "e", offset: 5 },
+    b: { epoch: "e", offset: 3 },
+    c: { epoch: "old", offset: 2 },
+    d: { epoch: "e", offset: 4 },
+  });
+});
