@@ -20,7 +20,7 @@ step "sdk-wasm: fmt and clippy (wasm32)"
 cargo fmt -p sdk-wasm -- --check
 cargo clippy -p sdk-wasm --target wasm32-unknown-unknown --all-targets -- -D warnings
 
-step "wasm-pack tests in headless Chrome (store, driver)"
+step "wasm-pack tests in headless Chrome (the Core binding)"
 CHROMEDRIVER=/usr/bin/chromedriver timeout 600 wasm-pack test --headless --chrome sdk-wasm
 
 step "bundle size"
@@ -29,7 +29,7 @@ step "bundle size"
 step "reference server for the end-to-end tests"
 cargo build -p server-reference
 
-step "end-to-end tests in headless Chromium (two users, tabs, offline, restart, consumer bundle)"
+step "browser tests in headless Chromium (driver + IndexedDB store, two users, tabs, offline, restart, consumer bundle)"
 # The server binary lives in cargo's target directory, wherever CARGO_TARGET_DIR puts it.
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 export TIDINGS_SERVER="${target_dir:-$PWD/target}/debug/server-reference"

@@ -39,7 +39,7 @@ await esbuild.build({
   splitting: true,
   format: "esm",
   platform: "neutral",
-  target: "es2020",
+  target: "es2022",
   minify: true,
   legalComments: "none",
   chunkNames: "chunk-[hash]",

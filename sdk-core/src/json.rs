@@ -164,6 +164,20 @@ impl<'a> Reader<'a> {
         }
     }
 
+    // Slicing through `get` (never out of bounds here: positions only move over whole
+    // characters) keeps the panic path of `str` indexing, with its Debug formatting and
+    // Unicode tables, out of the browser build.
+
+    /// The text from `start` to the current position.
+    fn since(&self, start: usize) -> &'a str {
+        self.text.get(start..self.pos).unwrap_or_default()
+    }
+
+    /// The bytes not read yet.
+    fn rest(&self) -> &'a [u8] {
+        self.bytes.get(self.pos..).unwrap_or_default()
+    }
+
     fn skip_ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
@@ -175,7 +189,7 @@ impl<'a> Reader<'a> {
     }
 
     fn literal(&mut self, word: &str, value: Value<'a>) -> Result<Value<'a>, JsonError> {
-        if self.bytes[self.pos..].starts_with(word.as_bytes()) {
+        if self.rest().starts_with(word.as_bytes()) {
             self.pos += word.len();
             Ok(value)
         } else {
@@ -241,7 +255,7 @@ impl<'a> Reader<'a> {
                     self.skip_ws();
                     let start = self.pos;
                     let value = self.value(depth + 1)?;
-                    let raw = &self.text[start..self.pos];
+                    let raw = self.since(start);
                     members.push(Member { key, value, raw });
                     self.skip_ws();
                     match self.peek() {
@@ -293,7 +307,7 @@ impl<'a> Reader<'a> {
                 return Err(self.error("invalid number"));
             }
         }
-        Ok(Value::Number(&self.text[start..self.pos]))
+        Ok(Value::Number(self.since(start)))
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
@@ -320,7 +334,7 @@ impl<'a> Reader<'a> {
             match self.peek() {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
-                    let s = &self.text[start..self.pos];
+                    let s = self.since(start);
                     self.pos += 1;
                     return Ok(Cow::Borrowed(s));
                 }
@@ -329,7 +343,7 @@ impl<'a> Reader<'a> {
                 Some(_) => self.pos += 1,
             }
         }
-        let mut out = String::from(&self.text[start..self.pos]);
+        let mut out = String::from(self.since(start));
         loop {
             let run = self.pos;
             while let Some(b) = self.peek() {
@@ -338,7 +352,7 @@ impl<'a> Reader<'a> {
                 }
                 self.pos += 1;
             }
-            out.push_str(&self.text[run..self.pos]);
+            out.push_str(self.since(run));
             match self.peek() {
                 None => return Err(self.error("unterminated string")),
                 Some(b'"') => {
@@ -361,7 +375,7 @@ impl<'a> Reader<'a> {
                         Some(b'u') => {
                             let first = self.hex4()?;
                             let code = if (0xD800..0xDC00).contains(&first) {
-                                if !self.bytes[self.pos..].starts_with(b"\\u") {
+                                if !self.rest().starts_with(b"\\u") {
                                     return Err(self.error("lone surrogate in \\u escape"));
                                 }
                                 self.pos += 2;
@@ -402,7 +416,7 @@ pub fn push_u64(out: &mut String, mut n: u64) {
             break;
         }
     }
-    for &d in &digits[i..] {
+    for &d in digits.get(i..).unwrap_or_default() {
         out.push(char::from(d));
     }
 }
@@ -422,7 +436,7 @@ pub fn push_str(out: &mut String, s: &str) {
             0..=0x1f => "",
             _ => continue,
         };
-        out.push_str(&s[run..i]);
+        out.push_str(s.get(run..i).unwrap_or_default());
         if escape.is_empty() {
             out.push_str("\\u00");
             out.push(char::from(HEX[usize::from(b >> 4)]));
@@ -432,7 +446,7 @@ pub fn push_str(out: &mut String, s: &str) {
         }
         run = i + 1;
     }
-    out.push_str(&s[run..]);
+    out.push_str(s.get(run..).unwrap_or_default());
     out.push('"');
 }
 
