@@ -123,11 +123,13 @@ export class Driver {
 
   /** Starts connecting; resolves once connected, rejects once failed or disconnected. */
   connect(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.run("connect");
-      if (JSON.parse(this.core.read("state", "")).state === "connected") resolve();
-      else this.waiters.connect.push([resolve, reject]);
-    });
+    // The waiter is filed before this call's outputs are performed (they may settle it).
+    return new Promise((resolve, reject) =>
+      this.run("connect", 0, "", "", "", () => {
+        if (JSON.parse(this.core.read("state", "")).state === "connected") resolve();
+        else this.waiters.connect.push([resolve, reject]);
+      }),
+    );
   }
 
   /** Closes the connection; subscriptions and the outbox are kept for the next connect. */
