@@ -95,9 +95,13 @@ export class Driver {
   static async create(options: string, onBatch: (json: string) => void, config: DriverConfig = {}): Promise<Driver> {
     let core: Core;
     try {
-      core = new Core(options, ...seed(config.seed));
+      // The core asks for tokens only when it knows there is a provider.
+      const o = JSON.parse(options);
+      o.token_provider = typeof config.getToken === "function";
+      o.client_name ??= "tidings-js";
+      core = new Core(JSON.stringify(o), ...seed(config.seed));
     } catch (e) {
-      throw coreError(e);
+      throw e instanceof SyntaxError ? new TidingsError("bad_request", `invalid options: ${e.message}`) : coreError(e);
     }
     const namespace = core.read("namespace", "");
     let { store, warning } =

@@ -181,3 +181,97 @@ test("driver: a tab taking over resumes from the older of the stored and the rec
     d: { epoch: "e", offset: 4 },
   });
 });
+
+test("driver: tokens from getToken are refreshed on the live connection before they expire", async () => {
+  // Tokens that live 4 s, minted here with the server's development secret (HS256).
+  const { createHmac } = await import("node:crypto");
+  const b64 = (x) => Buffer.from(typeof x === "string" ? x : JSON.stringify(x)).toString("base64url");
+  let minted = 0;
+  await page.exposeFunction("mintShortToken", () => {
+    minted += 1;
+    const head = b64({ alg: "HS256", typ: "JWT" });
+    const body = b64({ sub: "gus", exp: Math.floor(Date.now() / 1000) + 4, channels: ["*"], publish: ["*"] });
+    const sig = createHmac("sha256", "tidings-dev-secret").update(`${head}.${body}`).digest("base64url");
+    return `${head}.${body}.${sig}`;
+  });
+  const url = server.base.replace("http", "ws") + "/ws";
+  const started = page.evaluate(async (url) => {
+    const { Driver } = window.m;
+    const events = [];
+    const client = await Driver.create(
+      JSON.stringify({ url, user: "gus", token_refresh_margin_ms: 2500 }),
+      (json) => events.push(...JSON.parse(json)),
+      { getToken: () => window.mintShortToken(), flush: "microtask" },
+    );
+    await client.connect();
+    await client.subscribe("news");
+    window.tokenClient = { client, events };
+  }, url);
+  await started;
+  // Past the first token's expiry (4 s): the connection must still be the first one.
+  await new Promise((r) => setTimeout(r, 5500));
+  const { serverPublish } = await import("./helpers.mjs");
+  const published = await serverPublish(server.base, "news", "late", { n: 1 });
+  assert.equal(published.status, 200, published.body);
+  const result = await page.evaluate(async () => {
+    const { client, events } = window.tokenClient;
+    for (let i = 0; i < 50 && !events.some((e) => e.type === "publication"); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const stats = JSON.parse(client.stats());
+    client.close();
+    return {
+      got: events.filter((e) => e.type === "publication").map((e) => e.event),
+      reconnects: stats.reconnects,
+      errors: events.filter((e) => e.type === "error").map((e) => e.error.code),
+      state: stats.state,
+    };
+  });
+  assert.deepEqual(result.got, ["late"]);
+  assert.equal(result.state, "connected");
+  assert.equal(result.reconnects, 0, "refreshed in place, not reconnected");
+  assert.deepEqual(result.errors, []);
+  assert.ok(minted >= 2, `the provider was asked again (${minted} tokens)`);
+});
+
+test("driver: a real QuotaExceededError from IndexedDB warns and the client carries on in memory", async () => {
+  // A fresh context: no IndexedDB connection of the earlier tests is open in it (an open
+  // connection keeps the quota it started with).
+  const context = await browser.newContext();
+  const fresh = await context.newPage();
+  const cdp = await context.newCDPSession(fresh);
+  const origin = new URL(server.base).origin;
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 64 * 1024 });
+  try {
+    await fresh.goto(server.base + "/index.html");
+    await fresh.waitForFunction(() => window.ready === true);
+    const result = await fresh.evaluate(async (url) => {
+      const { Driver } = window.m;
+      const events = [];
+      const client = await Driver.create(
+        JSON.stringify({ url, token: "x.eyJzdWIiOiJoYWwifQ.s" }), // sub: hal
+        (json) => events.push(...JSON.parse(json)),
+        { flush: "microtask" },
+      );
+      // Each message is ~40 KB: the quota (64 KiB for the whole origin) runs out.
+      const big = JSON.stringify({ text: "x".repeat(40_000) });
+      const outcomes = [];
+      for (let i = 0; i < 4; i++) {
+        outcomes.push(await client.publish("news", "post", big).queued.then(() => "queued", (e) => e.code));
+      }
+      await new Promise((r) => setTimeout(r, 20));
+      const warnings = events.filter((e) => e.type === "store_warning").map((e) => e.message);
+      const outbox = JSON.parse(client.outbox()).map((m) => m.status.status);
+      const durable = client.durable;
+      client.close();
+      return { outcomes, warnings, outbox, durable };
+    }, OFFLINE_URL);
+    assert.deepEqual(result.outcomes, ["queued", "queued", "queued", "queued"]);
+    assert.equal(result.warnings.length, 1, JSON.stringify(result));
+    assert.match(result.warnings[0], /Quota/i);
+    assert.deepEqual(result.outbox, ["queued", "queued", "queued", "queued"], "nothing accepted is lost");
+    assert.equal(result.durable, false);
+  } finally {
+    await context.close();
+  }
+});
