@@ -144,75 +144,6 @@ impl Options {
     }
 }
 
-/// Reads options from JSON, snake_case like the field names; every member is optional.
-struct OptionsReader<'v, 'a> {
-    object: &'v Value<'a>,
-    prefix: &'static str,
-}
-
-impl OptionsReader<'_, '_> {
-    fn error(&self, key: &str, expected: &str) -> DecodeError {
-        DecodeError(
-            String::from("invalid options: `") + self.prefix + key + "` must be " + expected,
-        )
-    }
-
-    fn u64(&self, key: &str, target: &mut u64) -> Result<(), DecodeError> {
-        if let Some(v) = self.object.get(key) {
-            *target = number_u64(v).ok_or_else(|| self.error(key, "a non-negative integer"))?;
-        }
-        Ok(())
-    }
-
-    fn usize(&self, key: &str, target: &mut usize) -> Result<(), DecodeError> {
-        let mut n = *target as u64;
-        self.u64(key, &mut n)?;
-        *target = usize::try_from(n).map_err(|_| self.error(key, "smaller"))?;
-        Ok(())
-    }
-
-    fn string(&self, key: &str, target: &mut String) -> Result<(), DecodeError> {
-        if let Some(v) = self.object.get(key) {
-            *target = v
-                .as_str()
-                .ok_or_else(|| self.error(key, "a string"))?
-                .to_owned();
-        }
-        Ok(())
-    }
-
-    /// `null` clears the value.
-    fn opt_string(&self, key: &str, target: &mut Option<String>) -> Result<(), DecodeError> {
-        if self.object.member(key).is_some() {
-            let mut s = String::new();
-            self.string(key, &mut s)?;
-            *target = self.object.get(key).map(|_| s);
-        }
-        Ok(())
-    }
-
-    fn bool(&self, key: &str, target: &mut bool) -> Result<(), DecodeError> {
-        if let Some(v) = self.object.get(key) {
-            *target = v
-                .as_bool()
-                .ok_or_else(|| self.error(key, "true or false"))?;
-        }
-        Ok(())
-    }
-
-    fn nested(
-        &self,
-        key: &str,
-        prefix: &'static str,
-    ) -> Result<Option<OptionsReader<'_, '_>>, DecodeError> {
-        match self.object.get(key) {
-            None => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(OptionsReader { object: v, prefix })),
-            Some(_) => Err(self.error(key, "an object")),
-        }
-    }
-}
-
 /// A decimal number without exponent (`2`, `1.5`) as an `f64`.
 fn decimal(text: &str) -> Option<f64> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
@@ -231,11 +162,139 @@ fn decimal(text: &str) -> Option<f64> {
     Some(value)
 }
 
+const INTEGER: &str = "a non-negative integer";
+
+/// `None` when a value was taken, else `Some(what it must be)`.
+trait OrExpected {
+    fn or_expected(self, expected: &'static str) -> Option<&'static str>;
+}
+
+impl OrExpected for Option<()> {
+    fn or_expected(self, expected: &'static str) -> Option<&'static str> {
+        match self {
+            Some(()) => None,
+            None => Some(expected),
+        }
+    }
+}
+const STRING: &str = "a string";
+
+/// Applies the members of one options object. Written as one match over the members
+/// (rather than one lookup per field) because the browser build pays for every call site.
+/// Returns the offending key and what it must be.
+fn apply(o: &mut Options, object: &Value<'_>, nested: &str) -> Result<(), (String, &'static str)> {
+    for m in object.as_object().unwrap_or_default() {
+        let v = &m.value;
+        let key = &*m.key;
+        let text = || v.as_str().map(str::to_owned);
+        let int = || number_u64(v);
+        let size = || number_u64(v).and_then(|n| usize::try_from(n).ok());
+        // `Some(expected)` when the value is not acceptable.
+        let bad: Option<&'static str> = match (nested, key) {
+            _ if *v == Value::Null && !matches!(key, "token" | "user" | "max_attempts") => None,
+            ("", "url") => text().map(|t| o.url = t).or_expected(STRING),
+            ("", "client_name") => text().map(|t| o.client_name = t).or_expected(STRING),
+            ("", "client_version") => text().map(|t| o.client_version = t).or_expected(STRING),
+            ("", "token" | "user") => {
+                let slot = if key == "token" {
+                    &mut o.token
+                } else {
+                    &mut o.user
+                };
+                match v {
+                    Value::Null => {
+                        *slot = None;
+                        None
+                    }
+                    _ => text().map(|t| *slot = Some(t)).or_expected(STRING),
+                }
+            }
+            ("", "token_provider") => v
+                .as_bool()
+                .map(|b| o.token_provider = b)
+                .or_expected("true or false"),
+            ("", "max_frame_bytes" | "max_channels")
+            | ("outbox", "max_messages" | "max_in_flight") => {
+                let slot = match key {
+                    "max_frame_bytes" => &mut o.max_frame_bytes,
+                    "max_channels" => &mut o.max_channels,
+                    "max_messages" => &mut o.outbox.max_messages,
+                    _ => &mut o.outbox.max_in_flight,
+                };
+                size().map(|n| *slot = n).or_expected(INTEGER)
+            }
+            ("", "reconnect" | "outbox") => match v {
+                Value::Object(_) => {
+                    apply(o, v, key)?;
+                    None
+                }
+                _ => Some("an object"),
+            },
+            ("reconnect", "factor") => match v {
+                Value::Number(t) => decimal(t),
+                _ => None,
+            }
+            .map(|f| o.reconnect.factor = f)
+            .or_expected("a decimal number such as 1.5"),
+            ("reconnect", "max_attempts") => match v {
+                Value::Null => {
+                    o.reconnect.max_attempts = None;
+                    None
+                }
+                _ => int()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .map(|n| o.reconnect.max_attempts = Some(n))
+                    .or_expected("a non-negative integer or null"),
+            },
+            ("outbox", "full_policy") => match v.as_str() {
+                Some("reject_new") => {
+                    o.outbox.full_policy = OutboxFullPolicy::RejectNew;
+                    None
+                }
+                Some("drop_oldest") => {
+                    o.outbox.full_policy = OutboxFullPolicy::DropOldest;
+                    None
+                }
+                _ => Some("\"reject_new\" or \"drop_oldest\""),
+            },
+            (group, _) => {
+                let slot = match (group, key) {
+                    ("", "connect_timeout_ms") => &mut o.connect_timeout_ms,
+                    ("", "command_timeout_ms") => &mut o.command_timeout_ms,
+                    ("", "ping_interval_ms") => &mut o.ping_interval_ms,
+                    ("", "heartbeat_grace_ms") => &mut o.heartbeat_grace_ms,
+                    ("", "liveness_timeout_ms") => &mut o.liveness_timeout_ms,
+                    ("", "clock_jump_ms") => &mut o.clock_jump_ms,
+                    ("", "token_refresh_margin_ms") => &mut o.token_refresh_margin_ms,
+                    ("", "batch_window_ms") => &mut o.batch_window_ms,
+                    ("reconnect", "base_delay_ms") => &mut o.reconnect.base_delay_ms,
+                    ("reconnect", "max_delay_ms") => &mut o.reconnect.max_delay_ms,
+                    ("reconnect", "reset_after_ms") => &mut o.reconnect.reset_after_ms,
+                    ("outbox", "ttl_ms") => &mut o.outbox.ttl_ms,
+                    // Unknown members are ignored (options of newer versions).
+                    _ => continue,
+                };
+                int().map(|n| *slot = n).or_expected(INTEGER)
+            }
+        };
+        if let Some(expected) = bad {
+            let path = if nested.is_empty() {
+                key.to_owned()
+            } else {
+                String::from(nested) + "." + key
+            };
+            return Err((path, expected));
+        }
+    }
+    Ok(())
+}
+
 impl Options {
     /// Reads options from JSON text: the field names in snake_case, every member optional
-    /// (missing ones keep their defaults), unknown members ignored. Nested `reconnect` and
-    /// `outbox` objects take the fields of [`ReconnectPolicy`] and [`OutboxOptions`];
-    /// `reconnect.max_attempts: null` means never give up.
+    /// (missing or `null` ones keep their defaults), unknown members ignored. Nested
+    /// `reconnect` and `outbox` objects take the fields of [`ReconnectPolicy`] and
+    /// [`OutboxOptions`]; `token: null`, `user: null` and `reconnect.max_attempts: null`
+    /// (never give up) clear those values.
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
         let value = json::parse(text)
             .map_err(|e| DecodeError(String::from("invalid options: ") + &e.to_string()))?;
@@ -244,62 +303,10 @@ impl Options {
                 "invalid options: expected a JSON object".into(),
             ));
         }
-        let r = OptionsReader {
-            object: &value,
-            prefix: "",
-        };
         let mut o = Options::default();
-        r.string("url", &mut o.url)?;
-        r.opt_string("token", &mut o.token)?;
-        r.bool("token_provider", &mut o.token_provider)?;
-        r.opt_string("user", &mut o.user)?;
-        r.string("client_name", &mut o.client_name)?;
-        r.string("client_version", &mut o.client_version)?;
-        r.u64("connect_timeout_ms", &mut o.connect_timeout_ms)?;
-        r.u64("command_timeout_ms", &mut o.command_timeout_ms)?;
-        r.u64("ping_interval_ms", &mut o.ping_interval_ms)?;
-        r.u64("heartbeat_grace_ms", &mut o.heartbeat_grace_ms)?;
-        r.u64("liveness_timeout_ms", &mut o.liveness_timeout_ms)?;
-        r.u64("clock_jump_ms", &mut o.clock_jump_ms)?;
-        r.u64("token_refresh_margin_ms", &mut o.token_refresh_margin_ms)?;
-        r.u64("batch_window_ms", &mut o.batch_window_ms)?;
-        r.usize("max_frame_bytes", &mut o.max_frame_bytes)?;
-        r.usize("max_channels", &mut o.max_channels)?;
-        if let Some(rr) = r.nested("reconnect", "reconnect.")? {
-            let p = &mut o.reconnect;
-            rr.u64("base_delay_ms", &mut p.base_delay_ms)?;
-            rr.u64("max_delay_ms", &mut p.max_delay_ms)?;
-            rr.u64("reset_after_ms", &mut p.reset_after_ms)?;
-            if let Some(v) = rr.object.get("factor") {
-                p.factor = match v {
-                    Value::Number(text) => decimal(text),
-                    _ => None,
-                }
-                .ok_or_else(|| rr.error("factor", "a decimal number such as 1.5"))?;
-            }
-            if let Some(m) = rr.object.member("max_attempts") {
-                p.max_attempts =
-                    match &m.value {
-                        Value::Null => None,
-                        v => Some(v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(
-                            || rr.error("max_attempts", "a non-negative integer or null"),
-                        )?),
-                    };
-            }
-        }
-        if let Some(br) = r.nested("outbox", "outbox.")? {
-            let b = &mut o.outbox;
-            br.usize("max_messages", &mut b.max_messages)?;
-            br.u64("ttl_ms", &mut b.ttl_ms)?;
-            br.usize("max_in_flight", &mut b.max_in_flight)?;
-            if let Some(v) = br.object.get("full_policy") {
-                b.full_policy = match v.as_str() {
-                    Some("reject_new") => OutboxFullPolicy::RejectNew,
-                    Some("drop_oldest") => OutboxFullPolicy::DropOldest,
-                    _ => return Err(br.error("full_policy", "\"reject_new\" or \"drop_oldest\"")),
-                };
-            }
-        }
+        apply(&mut o, &value, "").map_err(|(path, expected)| {
+            DecodeError(String::from("invalid options: `") + &path + "` must be " + expected)
+        })?;
         Ok(o)
     }
 }
