@@ -1,6 +1,8 @@
 // Prints the package's transfer size: the wasm module and the JavaScript an app loads
 // (dist/*.js, minified ESM), raw and gzip -9, in KiB.
-//   node scripts/size.mjs [--json]
+//   node scripts/size.mjs [--json] [--budget KIB]
+// With --budget, exits 1 when the total gzip size is over KIB (sizes are deterministic for
+// a given lockfile, so this is a budget check, not a timing assertion).
 import { readFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,4 +32,15 @@ if (process.argv.includes("--json")) {
   console.log(row("wasm", wasm));
   console.log(row("js", js));
   console.log(row("total", total));
+}
+
+const budgetAt = process.argv.indexOf("--budget");
+if (budgetAt !== -1) {
+  const budget = Number(process.argv[budgetAt + 1]);
+  const gzipKib = total.gzip / 1024;
+  if (!(gzipKib < budget)) {
+    console.error(`bundle is ${kib(total.gzip)} KiB gzip, over the ${budget} KiB budget (docs/benchmarks.md)`);
+    process.exit(1);
+  }
+  console.log(`within the ${budget} KiB gzip budget (${kib(budget * 1024 - total.gzip)} KiB left)`);
 }
