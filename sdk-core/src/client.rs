@@ -869,8 +869,31 @@ impl Client {
             .filter(|(_, s)| !matches!(s.state, SubscriptionState::Failed { .. }))
             .map(|(name, _)| name.clone())
             .collect();
+        // Subscriptions ride on `connect` while the frame stays under the frame limit (a
+        // larger one would be refused and the handshake would never finish); the others
+        // stay unsent and go out as `subscribe` frames once connected.
+        let client = ClientInfo {
+            name: self.options.client_name.clone(),
+            version: self.options.client_version.clone(),
+        };
+        let bare = ClientFrame::Connect {
+            id: connect_id,
+            version: PROTOCOL_VERSION,
+            token: Secret(token),
+            client,
+            subs: Vec::new(),
+        };
+        let mut room = self
+            .max_frame_bytes
+            .saturating_sub(bare.to_json().len() + "\"subs\":[],".len());
         for name in wanted {
-            requests.push(self.subscribe_request(&name));
+            let request = self.subscribe_request(&name);
+            let size = request.to_json().len() + 1;
+            if size > room {
+                continue;
+            }
+            room -= size;
+            requests.push(request);
             if let Some(sub) = self.subs.get_mut(&name) {
                 sub.awaiting = Some(connect_id);
             }
@@ -884,19 +907,12 @@ impl Client {
             subs: names,
         };
         self.last_received = self.now.mono_ms;
-        self.outputs.push_back(Output::Transmit {
-            transport,
-            frame: ClientFrame::Connect {
-                id: connect_id,
-                version: PROTOCOL_VERSION,
-                token: Secret(token),
-                client: ClientInfo {
-                    name: self.options.client_name.clone(),
-                    version: self.options.client_version.clone(),
-                },
-                subs: requests,
-            },
-        });
+        let mut frame = bare;
+        if let ClientFrame::Connect { subs, .. } = &mut frame {
+            *subs = requests;
+        }
+        self.outputs
+            .push_back(Output::Transmit { transport, frame });
     }
 
     /// Closes the current transport (if any) and forgets in-flight commands.

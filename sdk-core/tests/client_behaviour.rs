@@ -1,6 +1,7 @@
 //! Behaviour of the sans-IO client, one rule at a time, driven by hand on a virtual clock.
 
 use base64::Engine as _;
+use tidings::json::ToJson;
 use tidings::protocol::{
     ClientFrame, ErrorBody, ErrorCode, Limits, ReconnectAdvice, ServerFrame, SubscribeResult,
 };
@@ -984,4 +985,59 @@ fn a_failed_refresh_is_retried_before_the_token_expires() {
     h.keep_alive(6_000);
     assert_eq!(fetches(&h), 2, "asked again after 5 s");
     assert_eq!(h.client.state(), &ConnectionState::Connected);
+}
+
+#[test]
+fn subscriptions_that_do_not_fit_in_connect_follow_as_subscribe_frames() {
+    // 40 subscriptions with long names do not fit in one 2,000-byte connect frame.
+    let mut h = Harness::new(|o| o.max_frame_bytes = 2_000);
+    let names: Vec<String> = (0..40)
+        .map(|i| format!("team:{i:02}:{}", "x".repeat(60)))
+        .collect();
+    for name in &names {
+        let now = h.now();
+        h.client.subscribe(now, name).expect("valid");
+    }
+    h.drain();
+    h.connect();
+    h.open();
+    let sent = h.sent();
+    let Some(ClientFrame::Connect { subs, .. }) = sent.last() else {
+        panic!("no connect: {sent:?}")
+    };
+    let in_connect: Vec<String> = subs.iter().map(|r| r.channel.clone()).collect();
+    assert!(
+        !in_connect.is_empty() && in_connect.len() < names.len(),
+        "{}",
+        in_connect.len()
+    );
+    let size = sent.last().expect("connect").to_json().len();
+    assert!(size <= 2_000, "connect frame is {size} bytes");
+    // Once connected, the rest go out one by one; every name exactly once in all.
+    let results = in_connect
+        .iter()
+        .map(|c| SubscribeResult {
+            channel: c.clone(),
+            epoch: "e".into(),
+            offset: 0,
+            recovered: true,
+            publications: Vec::new(),
+            unrecovered: Vec::new(),
+            server_time: WALL,
+            error: None,
+        })
+        .collect();
+    let before = h.sent().len();
+    let connected = h.connected_frame(results);
+    h.frame(connected);
+    let followed: Vec<String> = h.sent()[before..]
+        .iter()
+        .filter_map(|f| match f {
+            ClientFrame::Subscribe { request, .. } => Some(request.channel.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut all: Vec<String> = in_connect.into_iter().chain(followed).collect();
+    all.sort();
+    assert_eq!(all, names);
 }
