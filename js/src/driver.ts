@@ -64,6 +64,8 @@ function seed(fixed?: number): [number, number] {
 /** One Tidings client running in this JavaScript context (the `LocalBackend`'s engine). */
 export class Driver {
   private closed = false;
+  /** True while `perform` runs: inputs arriving then are deferred (see `input`). */
+  private draining = false;
   private socket?: { id: number; ws: WebSocket };
   private wakeAt: number | null = null;
   private wakeTimer?: ReturnType<typeof setTimeout>;
@@ -266,6 +268,15 @@ export class Driver {
 
   private drain(): void {
     const outputs: Output[] = JSON.parse(this.core.poll());
+    this.draining = true;
+    try {
+      this.perform(outputs);
+    } finally {
+      this.draining = false;
+    }
+  }
+
+  private perform(outputs: Output[]): void {
     for (const out of outputs) {
       switch (out.op) {
         case "open":
@@ -320,6 +331,11 @@ export class Driver {
 
   /** An input from a callback (socket, timer, store, token): ignored once closed. */
   private input(name: string, id = 0, a = ""): string | undefined {
+    if (this.draining) {
+      // Outputs are being performed: feed it after them, in order.
+      this.later(name, id, a);
+      return undefined;
+    }
     return this.closed ? undefined : this.run(name, id, a);
   }
 
@@ -363,6 +379,9 @@ export class Driver {
   }
 
   private async fetchToken(): Promise<void> {
+    // Never call app code while outputs are being performed (a provider that throws or
+    // calls the client synchronously would re-enter the drain).
+    await null;
     let ok = false;
     let value: string;
     try {
@@ -378,20 +397,25 @@ export class Driver {
 
   /** Applies store writes one at a time, in order, feeding each confirmation back. */
   private async runStore(): Promise<void> {
-    for (let op = this.persistQueue.shift(); op; op = this.persistQueue.shift()) {
-      let failure: string | undefined;
-      try {
-        await this.store.apply(op.kind);
-      } catch (e) {
-        failure = (e as Error).message;
+    try {
+      for (let op = this.persistQueue.shift(); op; op = this.persistQueue.shift()) {
+        let failure: string | undefined;
+        try {
+          await this.store.apply(op.kind);
+        } catch (e) {
+          failure = (e as Error).message;
+        }
+        // Even a closed client confirms writes (it opens nothing and sends nothing).
+        const id = op.id;
+        if (failure === undefined) this.run("persisted", id);
+        else this.run("persist_failed", id, failure);
       }
-      // Even a closed client confirms writes (it opens nothing and sends nothing).
-      const id = op.id;
-      if (failure === undefined) this.run("persisted", id);
-      else this.run("persist_failed", id, failure);
+    } catch (e) {
+      console.error("tidings: store queue stopped", e);
+    } finally {
+      this.persisting = false;
+      for (const [resolve] of this.waiters.storeIdle.splice(0)) resolve(undefined);
     }
-    this.persisting = false;
-    for (const [resolve] of this.waiters.storeIdle.splice(0)) resolve(undefined);
   }
 
   private resolveWaiters(events: any[]): void {
@@ -491,8 +515,9 @@ function lowerPositions(snapshot: string, floorJson: string): string {
   const positions = (s.positions ??= {});
   for (const [channel, seen] of Object.entries(floor ?? {})) {
     if (typeof seen?.epoch !== "string" || typeof seen.offset !== "number") continue;
-    const stored = positions[channel];
-    if (!stored) positions[channel] = seen;
+    // Own properties only: a channel may be named `__proto__`.
+    const stored = Object.hasOwn(positions, channel) ? positions[channel] : undefined;
+    if (!stored) Object.defineProperty(positions, channel, { value: seen, enumerable: true, writable: true, configurable: true });
     else if (stored.epoch === seen.epoch && stored.offset > seen.offset) stored.offset = seen.offset;
   }
   return JSON.stringify(s);

@@ -114,7 +114,8 @@ export class Store {
       for (const row of rows) this.seqs.set(row.entry.msg_id, row.seq);
       this.nextSeq = rows.reduce((max, r) => Math.max(max, r.seq), 0) + 1;
       const read = async (name: string, value: (v: any) => any) => {
-        const out: Record<string, unknown> = {};
+        // No prototype: a channel may be named `__proto__`.
+        const out: Record<string, unknown> = Object.create(null);
         const store = tx.objectStore(name);
         const [keys, values] = await Promise.all([done(store.getAllKeys(range)), done(store.getAll(range))]);
         keys.forEach((key: any, i) => {

@@ -168,18 +168,49 @@ test("driver: a tab taking over resumes from the older of the stored and the rec
       b: { epoch: "e", offset: 8 }, // newer: stored stays
       c: { epoch: "new", offset: 1 }, // other epoch: stored stays
       d: { epoch: "e", offset: 4 }, // unknown to the store: added
-    });
+    }).replace("{", '{"__proto__":{"epoch":"e","offset":6},'); // a channel named __proto__
     const client = await Driver.create(options, () => {}, { positions: floor });
     const out = JSON.parse(client.positions());
     client.close();
-    return out;
+    const proto = Object.hasOwn(out, "__proto__") ? out["__proto__"] : "missing";
+    delete out["__proto__"];
+    return { ...out, proto };
   }, OFFLINE_URL);
   assert.deepEqual(positions, {
     a: { epoch: "e", offset: 5 },
     b: { epoch: "e", offset: 3 },
     c: { epoch: "old", offset: 2 },
     d: { epoch: "e", offset: 4 },
+    proto: { epoch: "e", offset: 6 },
   });
+});
+
+test("driver: a token provider that throws at once fails the attempt without re-entering the driver", async () => {
+  const url = server.base.replace("http", "ws") + "/ws";
+  const result = await page.evaluate(async (url) => {
+    const { Driver } = window.m;
+    const events = [];
+    const client = await Driver.create(
+      JSON.stringify({ url, user: "ida", reconnect: { base_delay_ms: 200, max_delay_ms: 200 } }),
+      (json) => events.push(...JSON.parse(json)),
+      {
+        getToken: () => {
+          throw new Error("no session");
+        },
+        flush: "microtask",
+      },
+    );
+    client.connect().catch(() => {});
+    await new Promise((r) => setTimeout(r, 100));
+    const states = events.filter((e) => e.type === "state").map((e) => e.new.state);
+    const now = JSON.parse(client.state()).state;
+    const errors = events.filter((e) => e.type === "error").map((e) => e.error.code);
+    client.close();
+    return { states, now, errors };
+  }, url);
+  assert.equal(result.now, "reconnecting");
+  assert.equal(result.states.at(-1), "reconnecting", JSON.stringify(result.states));
+  assert.ok(result.errors.includes("token_provider"), JSON.stringify(result.errors));
 });
 
 test("driver: tokens from getToken are refreshed on the live connection before they expire", async () => {

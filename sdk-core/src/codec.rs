@@ -112,22 +112,30 @@ fn object<'v, 'a>(v: &'v Value<'a>, key: &str) -> Result<Option<&'v Value<'a>>> 
     }
 }
 
-/// An application payload member; absent means `null`.
-fn payload(v: &Value<'_>, key: &str) -> Payload {
+/// A required application payload member (any JSON value, `null` included).
+fn payload(v: &Value<'_>, key: &str) -> Result<Payload> {
     v.member(key)
-        .map_or_else(Payload::null, |m| Payload::from_checked(m.raw))
+        .map(Payload::from_member)
+        .ok_or_else(|| field_error("missing field", key))
 }
 
 fn opt_payload(v: &Value<'_>, key: &str) -> Option<Payload> {
     v.member(key)
         .filter(|m| m.value != Value::Null)
-        .map(|m| Payload::from_checked(m.raw))
+        .map(Payload::from_member)
 }
 
 fn root(text: &str) -> Result<(Value<'_>, String)> {
     let value = json::parse(text)?;
-    if !matches!(value, Value::Object(_)) {
+    let Value::Object(members) = &value else {
         return Err(DecodeError("a frame must be a JSON object".into()));
+    };
+    // A frame field given twice is refused (as serde's derives did): a proxy reading the
+    // first `type` and the server reading the last must not see different frames.
+    for (i, m) in members.iter().enumerate() {
+        if members[..i].iter().any(|earlier| earlier.key == m.key) {
+            return Err(field_error("duplicate field", &m.key));
+        }
     }
     let kind = string(&value, "type")?;
     Ok((value, kind))
@@ -168,7 +176,7 @@ pub fn publication(v: &Value<'_>) -> Result<Publication> {
         offset: u64_req(v, "offset")?,
         id: string(v, "id")?,
         event: string(v, "event")?,
-        data: payload(v, "data"),
+        data: payload(v, "data")?,
         ts: u64_req(v, "ts")?,
         publisher,
     })
@@ -341,7 +349,7 @@ pub fn decode_client(text: &str) -> Result<ClientFrame> {
             channel: string(v, "channel")?,
             msg_id: string(v, "msg_id")?,
             event: string(v, "event")?,
-            data: payload(v, "data"),
+            data: payload(v, "data")?,
         },
         "ping" => ClientFrame::Ping {
             id: u64_req(v, "id")?,
@@ -679,6 +687,42 @@ mod tests {
         };
         assert_eq!(error.code, ErrorCode::Other);
         assert!(!error.temporary);
+    }
+
+    #[test]
+    fn payloads_are_one_line_and_required() {
+        let text = "{\"type\":\"publish\",\"id\":1,\"channel\":\"c\",\"msg_id\":\"m\",\"event\":\"e\",\"data\":{\n  \"a\" : [1, \"x y\\n\"]\r\n}}";
+        let Ok(ClientFrame::Publish { data, .. }) = decode_client(text) else {
+            panic!("does not decode")
+        };
+        assert_eq!(data.json(), r#"{"a":[1,"x y\n"]}"#);
+        assert!(!data.json().contains('\n'));
+        let missing = r#"{"type":"publish","id":1,"channel":"c","msg_id":"m","event":"e"}"#;
+        assert_eq!(
+            decode_client(missing).map_err(|e| e.0),
+            Err("missing field `data`".into())
+        );
+        let null =
+            r#"{"type":"publish","id":1,"channel":"c","msg_id":"m","event":"e","data":null}"#;
+        assert!(
+            matches!(decode_client(null), Ok(ClientFrame::Publish { data, .. }) if data.json() == "null")
+        );
+    }
+
+    #[test]
+    fn duplicate_frame_fields_are_refused() {
+        for text in [
+            r#"{"type":"ping","id":1,"type":"refresh","token":"t"}"#,
+            r#"{"type":"ping","id":1,"id":2}"#,
+        ] {
+            assert!(decode_client(text)
+                .expect_err(text)
+                .0
+                .starts_with("duplicate field"));
+        }
+        // Inside an application payload, duplicates are the app's business.
+        let text = r#"{"type":"publish","id":1,"channel":"c","msg_id":"m","event":"e","data":{"a":1,"a":2}}"#;
+        assert!(decode_client(text).is_ok());
     }
 
     #[test]

@@ -25,8 +25,12 @@ pub fn peek_claims(token: &str) -> PeekedClaims {
     };
     PeekedClaims {
         sub: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+        // Whole seconds; a fraction is dropped, an exponent or a negative number is not
+        // read (the server decides; the client just does not schedule around it).
         exp: match claims.get("exp") {
-            Some(Value::Number(n)) => Value::Number(n.split('.').next().unwrap_or(n)).as_u64(),
+            Some(Value::Number(n)) if !n.contains(['e', 'E']) => {
+                Value::Number(n.split_once('.').map_or(*n, |(int, _)| int)).as_u64()
+            }
             _ => None,
         },
     }
@@ -73,6 +77,16 @@ mod tests {
         assert_eq!(peek_claims("not a jwt"), PeekedClaims::default());
         assert_eq!(peek_claims("a.!!!.c"), PeekedClaims::default());
         assert_eq!(peek_claims("a.e30.c"), PeekedClaims::default()); // "{}"
+        let exp = |value: &str| {
+            let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(String::from(r#"{"sub":"d","exp":"#) + value + "}");
+            peek_claims(&format!("x.{body}.s")).exp
+        };
+        assert_eq!(exp("1700000000"), Some(1_700_000_000));
+        assert_eq!(exp("1700000000.75"), Some(1_700_000_000));
+        assert_eq!(exp("1.9e9"), None, "an exponent is not misread as 1");
+        assert_eq!(exp("1.9E9"), None);
+        assert_eq!(exp("-5"), None);
     }
 
     #[test]

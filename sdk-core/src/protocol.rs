@@ -28,9 +28,21 @@ impl Payload {
         Ok(Self(json::minify(json)?.into_boxed_str()))
     }
 
-    /// Text the JSON reader has already checked (a member's raw source).
-    pub(crate) fn from_checked(raw: &str) -> Self {
-        Self(raw.into())
+    /// A member the JSON reader has already checked: its source text when that is
+    /// compact, else the value written compactly (whitespace from the sender never
+    /// reaches the payload, so a payload is always one line).
+    pub(crate) fn from_member(member: &json::Member<'_>) -> Self {
+        if member
+            .raw
+            .bytes()
+            .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            let mut out = String::with_capacity(member.raw.len());
+            json::write_value(&mut out, &member.value);
+            Self(out.into_boxed_str())
+        } else {
+            Self(member.raw.into())
+        }
     }
 
     /// The payload as JSON text.

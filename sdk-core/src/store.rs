@@ -35,8 +35,12 @@ pub struct OutboxEntry {
 }
 
 /// One write the core wants durable.
+///
+/// With feature `serde` it serializes (`{"op": "put_message", ...}`) but has no
+/// `Deserialize`: an internally tagged enum buffers its input, and a [`Payload`] keeps its
+/// exact text only when read straight from serde_json.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(tag = "op", rename_all = "snake_case"))]
 pub enum PersistKind {
     /// Add a message to the outbox (appended; order of `put_message` ops is queue order).
@@ -74,7 +78,7 @@ pub enum PersistKind {
 
 /// A persist request: apply `kind`, then feed back `Input::Persisted(id)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PersistOp {
     /// Request id.
     pub id: PersistId,
@@ -189,7 +193,7 @@ impl OutboxEntry {
         };
         let data = v
             .member("data")
-            .map_or_else(Payload::null, |m| Payload::from_checked(m.raw));
+            .map_or_else(Payload::null, Payload::from_member);
         Ok(Self {
             msg_id: text("msg_id")?,
             channel: text("channel")?,

@@ -300,4 +300,35 @@ mod tests {
         assert_eq!(opened.records.len(), 3);
         assert_eq!(opened.store.lines(), 3);
     }
+
+    #[test]
+    fn a_payload_sent_with_line_breaks_stays_one_log_line() {
+        use tidings::protocol::{ClientFrame, Codec, JsonCodec};
+        let text = "{\"type\":\"publish\",\"id\":1,\"channel\":\"c\",\"msg_id\":\"m\",\"event\":\"e\",\"data\":{\n \"a\":\r\n1}}";
+        let Ok(ClientFrame::Publish { data, .. }) = JsonCodec.decode_client(text) else {
+            panic!("publish decodes")
+        };
+        let mut publication = publication(1);
+        publication.data = data;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = LogStore::open(dir.path(), || "e".into())
+            .expect("open")
+            .store;
+        store
+            .append(&LogRecord::Pub(publication.clone()))
+            .expect("append");
+        store
+            .append(&LogRecord::Pub(self::publication(2)))
+            .expect("append");
+        drop(store);
+        let opened = LogStore::open(dir.path(), || "e".into()).expect("reopen");
+        assert_eq!(
+            opened.records,
+            vec![
+                LogRecord::Pub(publication),
+                LogRecord::Pub(self::publication(2))
+            ]
+        );
+        assert_eq!(opened.store.lines(), 2);
+    }
 }
