@@ -40,20 +40,11 @@ export function pending(raw: Raw): PendingMessage {
   };
 }
 
+/** snake_case → camelCase. */
+const camel = (key: string) => key.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+
 export function stats(raw: Raw): Stats {
-  return {
-    state: raw.state,
-    rttMs: raw.rtt_ms,
-    reconnects: raw.reconnects,
-    queueDepth: raw.queue_depth,
-    subscriptions: raw.subscriptions,
-    recoveriesSucceeded: raw.recoveries_succeeded,
-    recoveriesFailed: raw.recoveries_failed,
-    publicationsDelivered: raw.publications_delivered,
-    duplicatesDropped: raw.duplicates_dropped,
-    messagesAcked: raw.messages_acked,
-    clientId: raw.client_id,
-  };
+  return Object.fromEntries(Object.entries(raw).map(([k, v]) => [camel(k), v])) as unknown as Stats;
 }
 
 export function event(raw: Raw): TidingsEvent | undefined {
@@ -90,41 +81,17 @@ export function event(raw: Raw): TidingsEvent | undefined {
   }
 }
 
-/** `createClient` options → the core's `Options` (snake_case JSON). */
-export function coreOptions(o: Raw): Raw {
-  const out: Raw = { url: o.url };
-  const map: Record<string, string> = {
-    token: "token",
-    user: "user",
-    clientName: "client_name",
-    clientVersion: "client_version",
-    connectTimeoutMs: "connect_timeout_ms",
-    commandTimeoutMs: "command_timeout_ms",
-    pingIntervalMs: "ping_interval_ms",
-    heartbeatGraceMs: "heartbeat_grace_ms",
-    livenessTimeoutMs: "liveness_timeout_ms",
-    clockJumpMs: "clock_jump_ms",
-    tokenRefreshMarginMs: "token_refresh_margin_ms",
-    maxFrameBytes: "max_frame_bytes",
-    maxChannels: "max_channels",
-  };
-  for (const [k, v] of Object.entries(map)) if (o[k] !== undefined) out[v] = o[k];
-  if (o.reconnect) {
-    const r = o.reconnect;
-    out.reconnect = {};
-    if (r.baseDelayMs !== undefined) out.reconnect.base_delay_ms = r.baseDelayMs;
-    if (r.maxDelayMs !== undefined) out.reconnect.max_delay_ms = r.maxDelayMs;
-    if (r.factor !== undefined) out.reconnect.factor = r.factor;
-    if (r.maxAttempts !== undefined) out.reconnect.max_attempts = r.maxAttempts;
-    if (r.resetAfterMs !== undefined) out.reconnect.reset_after_ms = r.resetAfterMs;
-  }
-  if (o.outbox) {
-    const b = o.outbox;
-    out.outbox = {};
-    if (b.maxMessages !== undefined) out.outbox.max_messages = b.maxMessages;
-    if (b.ttlMs !== undefined) out.outbox.ttl_ms = b.ttlMs;
-    if (b.fullPolicy !== undefined) out.outbox.full_policy = b.fullPolicy;
-    if (b.maxInFlight !== undefined) out.outbox.max_in_flight = b.maxInFlight;
+/** `createClient` options that are the wrapper's, not the core's. */
+const WRAPPER_OPTIONS = new Set(["getToken", "shareConnection", "storage", "autoConnect", "lifecycle", "wasm", "delivery"]);
+
+/** `createClient` options → the core's `Options` (snake_case JSON; the core ignores
+ * names it does not know and checks the values). */
+export function coreOptions(o: Raw, top = true): Raw {
+  const out: Raw = {};
+  for (const [key, value] of Object.entries(o)) {
+    if (value === undefined || (top && WRAPPER_OPTIONS.has(key))) continue;
+    out[key.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase())] =
+      value && typeof value === "object" && !Array.isArray(value) ? coreOptions(value, false) : value;
   }
   return out;
 }

@@ -111,6 +111,8 @@ export interface Stats {
   duplicatesDropped: number;
   messagesAcked: number;
   clientId: string | null;
+  /** Id of the server session (changes when the server restarts). */
+  sessionId: string | null;
 }
 
 /** One event of a batch (`client.on('batch', fn)`), in order. */
