@@ -1405,9 +1405,17 @@ impl Client {
             }
             PendingKind::Publish(msg_id) => self.on_publish_error(&msg_id, error),
             PendingKind::Ping | PendingKind::Unsubscribe => {}
-            PendingKind::Refresh => self.push_event(Event::Error {
-                error: error.into(),
-            }),
+            PendingKind::Refresh => {
+                // The connection keeps its previous token. A provider that handed out an
+                // already expired token is asked again shortly, before the server's
+                // disconnect at `exp`; a refused (`unauthorized`) one is not.
+                if error.code == ErrorCode::TokenExpired && self.options.token_provider {
+                    self.refresh_at = Some(self.now.mono_ms + TOKEN_RETRY_MS);
+                }
+                self.push_event(Event::Error {
+                    error: error.into(),
+                });
+            }
         }
     }
 

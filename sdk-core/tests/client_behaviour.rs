@@ -988,6 +988,52 @@ fn a_failed_refresh_is_retried_before_the_token_expires() {
 }
 
 #[test]
+fn a_refresh_refused_as_expired_asks_the_provider_again() {
+    let exp_s = (WALL + 1_000 + 120_000) / 1000;
+    let mut h = Harness::new(|o| {
+        o.token = Some(token("david", Some(exp_s)));
+        o.token_provider = true;
+    });
+    h.go_live();
+    h.keep_alive(95_000);
+    let fetches = |h: &Harness| {
+        h.outputs
+            .iter()
+            .filter(|o| matches!(o, Output::FetchToken))
+            .count()
+    };
+    let refresh_id = |h: &Harness| match h.sent().last() {
+        Some(ClientFrame::Refresh { id, .. }) => *id,
+        other => panic!("no refresh sent: {other:?}"),
+    };
+    assert_eq!(fetches(&h), 1);
+    // The provider's token has expired by the time the server checks it.
+    h.input(Input::Token(Ok(token("david", Some(exp_s + 3_600)))));
+    let id = refresh_id(&h);
+    h.frame(ServerFrame::Error {
+        id: Some(id),
+        error: ErrorBody::new(ErrorCode::TokenExpired, "expired"),
+    });
+    assert!(h
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Error { error } if error.code() == "token_expired")));
+    h.keep_alive(6_000);
+    assert_eq!(fetches(&h), 2, "asked again after 5 s");
+    assert_eq!(h.client.state(), &ConnectionState::Connected);
+
+    // A refresh refused as `unauthorized` is not retried (the server disconnects at `exp`).
+    h.input(Input::Token(Ok(token("david", Some(exp_s + 3_600)))));
+    let id = refresh_id(&h);
+    h.frame(ServerFrame::Error {
+        id: Some(id),
+        error: ErrorBody::new(ErrorCode::Unauthorized, "revoked"),
+    });
+    h.keep_alive(6_000);
+    assert_eq!(fetches(&h), 2, "not asked again");
+}
+
+#[test]
 fn subscriptions_that_do_not_fit_in_connect_follow_as_subscribe_frames() {
     // 40 subscriptions with long names do not fit in one 2,000-byte connect frame.
     let mut h = Harness::new(|o| o.max_frame_bytes = 2_000);
