@@ -40,7 +40,7 @@ const MANGLED = [
   "queueForLock", "holdLock", "lostLock", "takeOver", "becomeLeader", "seeEpoch",
   "onFollowerBatch", "settleFromBatch", "onNewLeader", "resendPending", "retryable",
   "onReply", "runLocally", "onCommand", "onHello", "onBye", "addRef", "nextClient",
-  "flushQueue", "persistQueue",
+  "flushQueue", "persistQueue", "heard", "lastAlive",
 ];
 {
   const read = (dir, ext) => readdirSync(join(js, dir)).filter((f) => f.endsWith(ext)).map((f) => readFileSync(join(js, dir, f), "utf8"));

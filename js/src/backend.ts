@@ -107,23 +107,9 @@ export class LocalBackend implements Backend {
   async unsubscribe(channel: string): Promise<void> {
     await this.call((w) => w.unsubscribe(channel));
   }
-  /** Publishes; `onQueued` hears the message id at once and when it is durable. */
-  publishWith(
-    channel: string,
-    event: string,
-    json: string,
-    onAccepted?: (msgId: string) => void,
-    onQueued?: (msgId: string) => void,
-  ): Promise<Ack> {
-    return this.call((w) => {
-      const r = w.publish(channel, event, json) as any;
-      onAccepted?.(r.msgId);
-      (r.queued as Promise<string>).then((id) => onQueued?.(id), () => {});
-      return r.acked as Promise<Ack>;
-    });
-  }
-  publish(channel: string, event: string, json: string): Promise<Ack> {
-    return this.publishWith(channel, event, json);
+  /** Publishes; resolves on the server's ack. `msgId`: the id to use (see `Driver.publish`). */
+  publish(channel: string, event: string, json: string, msgId?: string): Promise<Ack> {
+    return this.call((w) => w.publish(channel, event, json, msgId).acked);
   }
   cancel(msgId: string): Promise<void> {
     return this.call((w) => w.cancel(msgId));

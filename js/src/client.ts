@@ -70,7 +70,19 @@ class ChannelImpl implements Channel {
   subscribe(): Promise<void> {
     this.wanted = true;
     if (this.state === "unsubscribed" || this.state === "failed") this.setState("subscribing");
-    return this.client.backendCall((b) => b.subscribe(this.name));
+    return this.client.backendCall((b) => b.subscribe(this.name)).then(
+      // Joining a subscription the shared socket already has brings no state event.
+      () => {
+        if (this.wanted) this.setState("subscribed");
+      },
+      (e: TidingsError) => {
+        if (this.wanted && e.code !== "closed") {
+          this.wanted = false;
+          this.setState("failed", e);
+        }
+        throw e;
+      },
+    );
   }
 
   unsubscribe(): Promise<void> {
@@ -117,11 +129,12 @@ class ChannelImpl implements Channel {
     const finish = (): IteratorResult<Publication[]> => {
       done = true;
       offPublication();
+      offClose();
       if (waiting) waiting({ value: undefined, done: true });
       waiting = undefined;
       return { value: undefined, done: true };
     };
-    this.client.onClose(finish);
+    const offClose = this.client.onClose(finish);
     return {
       next: () => {
         if (queue.length) return Promise.resolve({ value: queue.shift()!, done: false });
@@ -146,7 +159,7 @@ export class ClientImpl implements TidingsClient {
   private local?: LocalBackend;
   private wantConnected = false;
   private closed = false;
-  private closers: (() => void)[] = [];
+  private closers = new Set<() => void>();
   private cleanup: (() => void)[] = [];
   connection: ConnectionState = { state: "disconnected" };
   readonly ready: Promise<void>;
@@ -175,10 +188,20 @@ export class ClientImpl implements TidingsClient {
     }
     let token = o.token;
     let user = o.user ?? convert.tokenSubject(token);
-    // Storage (and the tab group) is per user: with only a token provider, ask it first.
-    if (!user && !token && o.getToken) {
-      token = await o.getToken();
-      user = convert.tokenSubject(token);
+    // Storage (and the tab group) is per user: with only a token provider, ask it first,
+    // again with backoff until it answers (a flaky network at page load must not leave a
+    // dead client).
+    for (let attempt = 0; !user && !token && o.getToken && !this.closed; attempt++) {
+      try {
+        token = await o.getToken();
+        if (typeof token !== "string") throw new Error("the token provider must return a string");
+        user = convert.tokenSubject(token);
+      } catch (e) {
+        token = undefined;
+        this.emitter.emit("error", new TidingsError("token_provider", `token provider failed: ${(e as Error)?.message ?? e}`));
+        const ceiling = Math.min(30000, 1000 * 2 ** attempt);
+        await new Promise((resolve) => setTimeout(resolve, ceiling / 2 + (Math.random() * ceiling) / 2));
+      }
     }
     const core = convert.coreOptions({ ...o, token, user });
     const json = JSON.stringify(core);
@@ -194,7 +217,9 @@ export class ClientImpl implements TidingsClient {
       const namespace = `tidings|${o.url}|${user ?? "anonymous"}`;
       this.group = new TabGroup(namespace, config, {
         onBatch: (j) => this.onBatch(j),
-        onWelcome: (state) => this.setConnection(convert.state(state)),
+        onWelcome: (state) => {
+          if (this.wantConnected) this.setConnection(convert.state(state));
+        },
         onLeader: (isLeader) => this.emitter.emit("leader", isLeader),
         wanted: () => ({
           subs: [...this.channels.values()].filter((c) => c.wanted).map((c) => c.name),
@@ -213,18 +238,20 @@ export class ClientImpl implements TidingsClient {
 
   /** Runs a backend call once the backend exists. */
   async backendCall<T>(f: (b: Backend) => Promise<T> | T): Promise<T> {
-    if (this.closed) throw new TidingsError("closed", "client is closed");
-    if (!this.backend) await this.ready;
-    if (!this.backend) throw new TidingsError("closed", "client is closed");
     try {
+      if (this.closed) throw new TidingsError("closed", "client is closed");
+      if (!this.backend) await this.ready;
+      if (!this.backend) throw new TidingsError("closed", "client is closed");
       return await f(this.backend);
     } catch (e) {
       throw toError(e);
     }
   }
 
-  onClose(f: () => void): void {
-    this.closers.push(f);
+  /** Runs `f` when the client closes; returns a function that forgets it. */
+  onClose(f: () => void): () => void {
+    this.closers.add(f);
+    return () => this.closers.delete(f);
   }
 
   get state(): StateName {
@@ -240,6 +267,7 @@ export class ClientImpl implements TidingsClient {
   }
 
   connect(): Promise<void> {
+    if (this.closed) return Promise.reject(new TidingsError("closed", "client is closed"));
     this.wantConnected = true;
     if (this.connection.state === "disconnected") {
       this.setConnection({ state: "connecting" }, "connect_called");
@@ -309,7 +337,7 @@ export class ClientImpl implements TidingsClient {
     this.closed = true;
     this.backend?.close();
     for (const f of this.cleanup) f();
-    for (const f of this.closers) f();
+    for (const f of [...this.closers]) f();
   }
 
   /** Where the page lifecycle goes: the socket holder's core, or the tab group. */

@@ -70,6 +70,9 @@ export class Driver {
   private wakeAt: number | null = null;
   private wakeTimer?: ReturnType<typeof setTimeout>;
   private pending: any[] = [];
+  /** Event lists whose promises settle once they were handed to the app (so after
+   * `await connect()` the app has already heard `connected`). */
+  private unsettled: any[][] = [];
   private flushTimer?: ReturnType<typeof setTimeout>;
   private flushFrame?: number;
   private flushQueued = false;
@@ -118,6 +121,9 @@ export class Driver {
     const driver = new Driver(core, store, onBatch, config, namespace);
     if (warning) driver.pending.push({ type: "store_warning", message: warning });
     driver.run("restore", 0, snapshot);
+    // A page opened (or a tab taking over) while the browser is offline waits for
+    // `online` instead of spending its reconnect attempts.
+    if (g.navigator?.onLine === false) driver.run("lifecycle", 0, "offline");
     driver.scheduleFlush();
     return driver;
   }
@@ -131,7 +137,7 @@ export class Driver {
   connect(): Promise<void> {
     // The waiter is filed before this call's outputs are performed (they may settle it).
     return new Promise((resolve, reject) =>
-      this.run("connect", 0, "", "", "", () => {
+      this.run("connect", 0, "", "", "", "", () => {
         if (JSON.parse(this.core.read("state", "")).state === "connected") resolve();
         else this.waiters.connect.push([resolve, reject]);
       }),
@@ -140,7 +146,7 @@ export class Driver {
 
   /** Closes the connection; subscriptions and the outbox are kept for the next connect. */
   disconnect(): void {
-    this.run("disconnect");
+    if (!this.closed) this.run("disconnect");
   }
 
   /** Logs out: fails queued messages with `cancelled`, forgets subscriptions and
@@ -159,7 +165,7 @@ export class Driver {
   /** Subscribes; resolves once the server confirmed (offline: waits). */
   subscribe(channel: string): Promise<void> {
     return new Promise((resolve, reject) =>
-      this.run("subscribe", 0, channel, "", "", () => {
+      this.run("subscribe", 0, channel, "", "", "", () => {
         if (JSON.parse(this.core.read("subscription", channel))?.state === "subscribed") resolve();
         else this.waiters.subscribe.push([channel, [resolve, reject]]);
       }),
@@ -172,8 +178,15 @@ export class Driver {
   }
 
   /** Queues a publish (`data`: JSON text). `queued` resolves with the id once durable,
-   * `acked` once the server stored it. Throws a `TidingsError` for invalid input. */
-  publish(channel: string, event: string, data: string): { msgId: string; queued: Promise<string>; acked: Promise<Ack> } {
+   * `acked` once the server stored it. `msgId`: the id to use (a tab handing its publish
+   * to the leader keeps its own, so a retry through another leader is deduped by the
+   * server); a new one when empty. Throws a `TidingsError` for invalid input. */
+  publish(
+    channel: string,
+    event: string,
+    data: string,
+    msgId = "",
+  ): { msgId: string; queued: Promise<string>; acked: Promise<Ack> } {
     let onQueued!: Settle;
     let onAcked!: Settle;
     const queued = new Promise<string>((resolve, reject) => (onQueued = [resolve, reject]));
@@ -181,9 +194,8 @@ export class Driver {
     // Callers may watch only one of them: no "unhandled rejection" for the other.
     queued.catch(() => {});
     acked.catch(() => {});
-    let msgId = "";
     // Waiters are filed before the outputs of this call are performed (they may settle them).
-    this.run("publish", 0, channel, event, data, (id) => {
+    this.run("publish", 0, channel, event, data, msgId, (id) => {
       msgId = id;
       this.waiters.queued.push([msgId, onQueued]);
       this.waiters.acks.push([msgId, onAcked]);
@@ -219,12 +231,12 @@ export class Driver {
 
   /** Reports `online`, `offline`, `suspended` or `resumed`. */
   lifecycle(change: string): void {
-    this.run("lifecycle", 0, change);
+    if (!this.closed) this.run("lifecycle", 0, change);
   }
 
   /** Replaces the token (sent with `refresh` on a live connection). */
   setToken(token: string): void {
-    this.run("set_token", 0, token);
+    if (!this.closed) this.run("set_token", 0, token);
   }
 
   /** Closes the IndexedDB connection under the client (tests of the fallback only). */
@@ -234,7 +246,8 @@ export class Driver {
 
   /** Stops: closes the socket, cancels timers, rejects pending promises with `closed`,
    * and hands over the last events now (the page may be going away). Store writes
-   * already asked for still finish. */
+   * already asked for still finish; then the database connection is closed. Calls
+   * after this reject (or throw) with `closed`. */
   close(): void {
     if (this.closed) return;
     this.run("disconnect");
@@ -248,15 +261,18 @@ export class Driver {
     w.subscribe = [];
     w.acks = [];
     w.queued = [];
+    if (!this.persisting) this.store.close();
     this.flush();
   }
 
   /** Runs one core call with the clocks, then performs every output. Inputs that arise
-   * while performing outputs (a failed send or open) are fed later, in order. */
-  private run(name: string, id = 0, a = "", b = "", c = "", then?: (result: string) => void): string {
+   * while performing outputs (a failed send or open) are fed later, in order. Once
+   * closed, only the store's confirmations still go in. */
+  private run(name: string, id = 0, a = "", b = "", c = "", d = "", then?: (result: string) => void): string {
+    if (this.closed && name !== "persisted" && name !== "persist_failed") throw closedError();
     let result: string;
     try {
-      result = this.core.call(...clocks(), name, id, a, b, c);
+      result = this.core.call(...clocks(), name, id, a, b, c, d);
       then?.(result);
     } catch (e) {
       throw coreError(e);
@@ -307,7 +323,7 @@ export class Driver {
           }
           break;
         case "events":
-          this.resolveWaiters(out.events);
+          this.unsettled.push(out.events);
           this.pending.push(...out.events);
           break;
         case "wake":
@@ -345,6 +361,7 @@ export class Driver {
   }
 
   private open(transport: number, url: string): void {
+    if (this.closed) return;
     let ws: WebSocket;
     try {
       ws = new WebSocket(url);
@@ -414,6 +431,7 @@ export class Driver {
       console.error("tidings: store queue stopped", e);
     } finally {
       this.persisting = false;
+      if (this.closed) this.store.close();
       for (const [resolve] of this.waiters.storeIdle.splice(0)) resolve(undefined);
     }
   }
@@ -484,20 +502,23 @@ export class Driver {
     }
   }
 
-  /** Hands the queued events to the app as one batch, in order. */
+  /** Hands the queued events to the app as one batch, in order, then settles the
+   * promises they decide. */
   private flush(): void {
     if (this.flushFrame !== undefined) g.cancelAnimationFrame?.(this.flushFrame);
     clearTimeout(this.flushTimer);
     this.flushFrame = this.flushTimer = undefined;
     this.flushQueued = false;
-    if (!this.pending.length) return;
     const batch = this.pending;
     this.pending = [];
-    try {
-      this.onBatch(JSON.stringify(batch));
-    } catch (e) {
-      console.error("tidings: an event listener threw", e);
+    if (batch.length) {
+      try {
+        this.onBatch(JSON.stringify(batch));
+      } catch (e) {
+        console.error("tidings: an event listener threw", e);
+      }
     }
+    for (const events of this.unsettled.splice(0)) this.resolveWaiters(events);
   }
 }
 

@@ -54,7 +54,12 @@ function openDb(): Promise<IDBDatabase> {
     const db = request.result;
     for (const name of ALL) if (!db.objectStoreNames.contains(name)) db.createObjectStore(name);
   };
-  return done(request);
+  return done(request).then((db) => {
+    // Another tab opening a newer schema: let it, and fail our next write (which warns
+    // and carries on in memory) instead of blocking its upgrade.
+    db.onversionchange = () => db.close();
+    return db;
+  });
 }
 
 /** The outbox, positions and pattern times of one namespace. */
@@ -132,7 +137,7 @@ export class Store {
       const since = await read(PATTERNS, (v) => (typeof v === "number" ? v : undefined));
       return JSON.stringify({ outbox: rows.map((r) => r.entry), positions, pattern_since: since });
     } catch (e) {
-      this.fallBack();
+      this.close();
       throw new Error(describe(e));
     }
   }
@@ -175,7 +180,7 @@ export class Store {
       }
       await committed(tx);
     } catch (e) {
-      this.fallBack();
+      this.close();
       throw new Error(describe(e));
     }
   }
@@ -186,8 +191,9 @@ export class Store {
     this.db?.close();
   }
 
-  /** Stops writing and closes the connection (other tabs may upgrade or delete it). */
-  fallBack(): void {
+  /** Stops writing and closes the connection once its pending transactions are done
+   * (after a failure, or when the client closed; other tabs may upgrade or delete it). */
+  close(): void {
     this.db?.close();
     this.db = undefined;
   }

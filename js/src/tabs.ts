@@ -12,11 +12,16 @@
 //   resign   {t:"resign", epoch}            the leader stops (tab closing, frozen)
 //   hello    {t:"hello", subs, connect}     a follower's subscriptions, sent to each new leader
 //   welcome  {t:"welcome", to, state}       the leader's answer to hello (connection state)
+//   alive    {t:"alive"}                    a follower is still there (every ALIVE_MS)
 //   bye      {t:"bye"}                      a tab leaves (its subscriptions are released)
 //   cmd      {t:"cmd", id, op, args}        a command for the leader
 //   reply    {t:"reply", to, id, ok, value | error}
-//   accepted {t:"accepted", to, id, msgId}  a publish got its message id ...
-//   queued   {t:"queued", to, id}           ... and is durable in the leader's outbox
+//
+// A publish carries the message id its tab chose (`cmd` publish args: channel, event, data,
+// msgId). Whichever leader runs it, and however often (the tab resends what is unanswered
+// to each new leader; a stalled old leader may still run a command it got before), the
+// server stores it once: the id is its idempotency key, and a leader whose outbox already
+// holds the id does not queue it again.
 //
 // Leadership has an epoch (`max(Date.now(), highest seen + 1)`): messages of an older epoch
 // are ignored, and a leader that hears a newer one steps down. A frozen leader keeps its
@@ -24,7 +29,9 @@
 // said it is hidden: its timers may be throttled) take it with `steal`; the old leader's lock
 // promise rejects when it wakes and it steps down (closing its socket). A leader that gets
 // the `freeze` event (or goes into the back/forward cache) resigns at once instead.
-// Subscriptions are reference-counted per tab on the leader. Each tab dedupes deliveries
+// Subscriptions are reference-counted per tab on the leader; a tab not heard from for
+// FOLLOWER_EXPIRY_MS (crashed, discarded or frozen) loses its references and its wish for
+// the socket until it says hello again (on resume). Each tab dedupes deliveries
 // by (channel, epoch, offset) itself, so a takeover that replays from the positions stored
 // in IndexedDB delivers nothing twice.
 import { errorData, toError, TidingsError } from "./errors.js";
@@ -39,6 +46,11 @@ export const TAKEOVER_MS = 3000;
  * throttling after 5 minutes in the background): give it that long before taking over.
  * A leader about to be frozen resigns on `freeze`, so takeover is immediate then. */
 export const HIDDEN_TAKEOVER_MS = 65000;
+/** How often a follower says it is still there. */
+export const ALIVE_MS = 10000;
+/** A follower silent this long is dropped (three times the minute a hidden tab's timers
+ * may wait). */
+export const FOLLOWER_EXPIRY_MS = 180000;
 
 type Role = "electing" | "leader" | "follower";
 
@@ -48,8 +60,8 @@ interface Request {
   args: any[];
   resolve: (v: any) => void;
   reject: (e: unknown) => void;
+  /** A publish's message id, chosen by this tab. */
   msgId?: string;
-  queued?: boolean;
 }
 
 /** The leader-side driver (the wasm `LocalBackend`; a fake in unit tests). */
@@ -61,7 +73,7 @@ export type Local = Pick<
   | "clear"
   | "subscribe"
   | "unsubscribe"
-  | "publishWith"
+  | "publish"
   | "cancel"
   | "outbox"
   | "stats"
@@ -76,6 +88,8 @@ export interface TabOptions {
   heartbeatMs?: number;
   takeoverMs?: number;
   hiddenTakeoverMs?: number;
+  aliveMs?: number;
+  followerExpiryMs?: number;
   makeLocal?: (config: LocalConfig) => Local;
 }
 
@@ -98,6 +112,15 @@ const debug = (...args: any[]) => {
 const randomId = () =>
   Math.random().toString(36).slice(2, 10) + Date.now().toString(36).slice(-4);
 
+/** A message id like the core's: 128 random bits as 32 lowercase hex characters. */
+export function newMessageId(): string {
+  const bytes = new Uint8Array(16);
+  const crypto = (globalThis as any).crypto;
+  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
+  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 export class TabGroup implements Backend {
   readonly tabId = randomId();
   role: Role = "electing";
@@ -113,6 +136,9 @@ export class TabGroup implements Backend {
   private heartbeatMs: number;
   private takeoverMs: number;
   private hiddenTakeoverMs: number;
+  private aliveMs: number;
+  private followerExpiryMs: number;
+  private lastAlive = 0;
   private makeLocal: (config: LocalConfig) => Local;
   private heartbeat?: ReturnType<typeof setInterval>;
   private watchdog?: ReturnType<typeof setInterval>;
@@ -122,6 +148,8 @@ export class TabGroup implements Backend {
   // Leader state: who wants what.
   private refs = new Map<string, Set<string>>();
   private wantConnect = new Set<string>();
+  /** When each follower was last heard from. */
+  private heard = new Map<string, number>();
 
   constructor(
     namespace: string,
@@ -132,6 +160,8 @@ export class TabGroup implements Backend {
     this.heartbeatMs = options.heartbeatMs ?? HEARTBEAT_MS;
     this.takeoverMs = options.takeoverMs ?? TAKEOVER_MS;
     this.hiddenTakeoverMs = options.hiddenTakeoverMs ?? HIDDEN_TAKEOVER_MS;
+    this.aliveMs = options.aliveMs ?? ALIVE_MS;
+    this.followerExpiryMs = options.followerExpiryMs ?? FOLLOWER_EXPIRY_MS;
     this.makeLocal = options.makeLocal ?? ((c) => new LocalBackend(c));
     this.channel = new BroadcastChannel("tidings:" + namespace);
     this.lockName = "tidings:" + namespace;
@@ -188,7 +218,21 @@ export class TabGroup implements Backend {
   }
 
   private tick(): void {
-    if (this.closed || this.role === "leader") return;
+    if (this.closed) return;
+    const now = Date.now();
+    if (this.role === "leader") {
+      for (const [tab, at] of this.heard) {
+        if (now - at > this.followerExpiryMs) {
+          debug(this.tabId, "follower gone:", tab);
+          this.onBye(tab);
+        }
+      }
+      return;
+    }
+    if (now - this.lastAlive >= this.aliveMs) {
+      this.lastAlive = now;
+      this.post({ t: "alive" });
+    }
     const patience = this.leaderId && this.leaderHidden ? this.hiddenTakeoverMs : this.takeoverMs;
     if (Date.now() - this.lastSeen > patience) {
       // No heartbeat: the leader is gone or frozen (or there never was one).
@@ -206,6 +250,7 @@ export class TabGroup implements Backend {
     this.leaderId = this.tabId;
     this.refs.clear();
     this.wantConnect.clear();
+    this.heard.clear();
     const epoch = this.epoch;
     this.local = this.makeLocal({
       ...this.config,
@@ -237,8 +282,12 @@ export class TabGroup implements Backend {
     debug(this.tabId, "steps down:", why);
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = undefined;
-    this.local?.close();
+    // Detached before it closes: closing hands over the last events, and a listener
+    // calling back must not reach the closed driver (its request waits for the next
+    // leader instead).
+    const local = this.local;
     this.local = undefined;
+    local?.close();
     this.post({ t: "resign", epoch: this.epoch });
     this.role = "follower";
     this.leaderId = undefined;
@@ -294,7 +343,10 @@ export class TabGroup implements Backend {
 
   private onMessage(m: any): void {
     if (this.closed || !m || m.from === this.tabId) return;
-    if (m.t !== "hb" && m.t !== "events") debug(this.tabId, "got", m.t, m.from, m.epoch ?? "");
+    if (m.t !== "hb" && m.t !== "events" && m.t !== "alive") debug(this.tabId, "got", m.t, m.from, m.epoch ?? "");
+    if (this.role === "leader" && (m.t === "hello" || m.t === "alive" || m.t === "cmd")) {
+      this.heard.set(m.from, Date.now());
+    }
     switch (m.t) {
       case "leader":
       case "hb":
@@ -327,16 +379,6 @@ export class TabGroup implements Backend {
       case "reply":
         if (m.to === this.tabId) this.onReply(m);
         break;
-      case "accepted": {
-        const r = m.to === this.tabId && this.requests.get(m.id);
-        if (r) r.msgId = m.msgId;
-        break;
-      }
-      case "queued": {
-        const r = m.to === this.tabId && this.requests.get(m.id);
-        if (r) r.queued = true;
-        break;
-      }
     }
   }
 
@@ -364,8 +406,6 @@ export class TabGroup implements Backend {
         } else if (e.status.status === "failed") {
           this.requests.delete(r.id);
           r.reject(toError(e.status.error));
-        } else if (e.status.status !== "persisting") {
-          r.queued = true;
         }
       }
     }
@@ -377,31 +417,11 @@ export class TabGroup implements Backend {
     this.resendPending();
   }
 
+  /** Everything unanswered goes to the new leader. A publish keeps its message id: if
+   * the new leader's outbox (restored from IndexedDB) has it, it is not queued twice; if
+   * the old leader had sent it, the server answers with the original offset. */
   private resendPending(): void {
-    const publishes: Request[] = [];
-    for (const r of this.requests.values()) {
-      if (r.op === "publish" && r.msgId) publishes.push(r);
-      else this.send(r);
-    }
-    if (publishes.length === 0) return;
-    // A publish the old leader accepted: if the new leader's outbox (restored from
-    // IndexedDB) has it, it will be sent and acked from there. If not, it was either never
-    // made durable (so never sent: publish it again) or finished while no one listened.
-    this.request("outbox", [])
-      .then((outbox: any[]) => {
-        const ids = new Set(outbox.map((m) => m.msg_id));
-        for (const r of publishes) {
-          if (!this.requests.has(r.id) || ids.has(r.msgId!)) continue;
-          if (r.queued) {
-            this.requests.delete(r.id);
-            r.resolve({ msgId: r.msgId!, epoch: "", offset: 0 });
-          } else {
-            r.msgId = undefined;
-            this.send(r);
-          }
-        }
-      })
-      .catch(() => {});
+    for (const r of this.requests.values()) this.send(r);
   }
 
   private send(r: Request): void {
@@ -426,9 +446,9 @@ export class TabGroup implements Backend {
   }
 
   /** Runs a command through the leader (this tab or another). */
-  private request(op: string, args: any[]): Promise<any> {
+  private request(op: string, args: any[], msgId?: string): Promise<any> {
     return new Promise((resolve, reject) => {
-      const r: Request = { id: this.nextId++, op, args, resolve, reject };
+      const r: Request = { id: this.nextId++, op, args, resolve, reject, msgId };
       this.requests.set(r.id, r);
       if (this.closed) {
         this.requests.delete(r.id);
@@ -440,10 +460,7 @@ export class TabGroup implements Backend {
   }
 
   private runLocally(r: Request): void {
-    this.execute(this.tabId, r.op, r.args, {
-      accepted: (msgId) => (r.msgId = msgId),
-      queued: () => (r.queued = true),
-    }).then(
+    this.execute(this.tabId, r.op, r.args).then(
       (value) => {
         if (this.requests.delete(r.id)) r.resolve(value);
       },
@@ -458,10 +475,7 @@ export class TabGroup implements Backend {
   // ---------------------------------------------------------------- leader side
 
   private onCommand(from: string, id: number, op: string, args: any[]): void {
-    this.execute(from, op, args, {
-      accepted: (msgId) => this.post({ t: "accepted", to: from, id, msgId }),
-      queued: () => this.post({ t: "queued", to: from, id }),
-    }).then(
+    this.execute(from, op, args).then(
       (value) => this.post({ t: "reply", to: from, id, ok: true, value }),
       (error) => this.post({ t: "reply", to: from, id, ok: false, error: errorData(toError(error)) }),
     );
@@ -486,6 +500,7 @@ export class TabGroup implements Backend {
   }
 
   private onBye(from: string): void {
+    this.heard.delete(from);
     for (const [channel, tabs] of this.refs) {
       if (tabs.delete(from) && tabs.size === 0) {
         this.refs.delete(channel);
@@ -502,12 +517,7 @@ export class TabGroup implements Backend {
     return this.local!.subscribe(channel);
   }
 
-  private async execute(
-    from: string,
-    op: string,
-    args: any[],
-    hooks: { accepted: (msgId: string) => void; queued: () => void },
-  ): Promise<any> {
+  private async execute(from: string, op: string, args: any[]): Promise<any> {
     const local = this.local;
     if (!local) throw new TidingsError("closed", "not the leader");
     switch (op) {
@@ -529,7 +539,7 @@ export class TabGroup implements Backend {
         return;
       }
       case "publish":
-        return local.publishWith(args[0], args[1], args[2], hooks.accepted, hooks.queued);
+        return local.publish(args[0], args[1], args[2], args[3]);
       case "cancel":
         return local.cancel(args[0]);
       case "outbox":
@@ -566,7 +576,8 @@ export class TabGroup implements Backend {
     return this.request("unsubscribe", [channel]);
   }
   publish(channel: string, event: string, json: string): Promise<Ack> {
-    return this.request("publish", [channel, event, json]);
+    const msgId = newMessageId();
+    return this.request("publish", [channel, event, json, msgId], msgId);
   }
   cancel(msgId: string): Promise<void> {
     return this.request("cancel", [msgId]);

@@ -104,6 +104,8 @@ class TestBackend implements Backend {
   }[] = [];
   private pending: any[] = [];
   private next = 1;
+  /** Where in the server's history this client went offline (what it missed since). */
+  private missedFrom?: number;
   private events = new Emitter<{ flush: () => void }>();
 
   constructor(
@@ -135,13 +137,22 @@ class TestBackend implements Backend {
   }
 
   setOnline(online: boolean): void {
+    if (online === this.online) return;
     this.online = online;
     if (!this.connected) return;
     if (online) {
       this.setState({ state: "connected" }, "online");
-      for (const ch of this.subs) this.emit({ type: "subscription", channel: ch, state: { state: "subscribed" } });
+      // Like the real client: resubscribed, with what was published meanwhile recovered.
+      const missed = this.server.history.slice(this.missedFrom ?? this.server.history.length);
+      this.missedFrom = undefined;
+      for (const ch of this.subs) {
+        this.emit({ type: "subscription", channel: ch, state: { state: "subscribed" } });
+        this.emit({ type: "subscribed", channel: ch, recovered: true, needs_reload: false });
+      }
+      for (const p of missed) this.deliver(p);
       this.flushQueue();
     } else {
+      this.missedFrom = this.server.history.length;
       this.setState({ state: "reconnecting", attempt: 1, retry_in_ms: null }, "offline");
     }
   }
@@ -246,6 +257,7 @@ class TestBackend implements Backend {
       duplicates_dropped: 0,
       messages_acked: 0,
       client_id: this.clientId,
+      session_id: this.clientId,
     };
   }
   lifecycle(): void {}

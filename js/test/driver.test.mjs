@@ -21,6 +21,7 @@ before(async () => {
     entry,
     `export { Driver } from ${JSON.stringify(join(root, "js/src/driver.ts"))};
      export { Store } from ${JSON.stringify(join(root, "js/src/store.ts"))};
+     export { createClient } from ${JSON.stringify(join(root, "js/src/index.ts"))};
      export { default as initWasm } from ${JSON.stringify(join(root, "js/wasm/tidings_wasm.js"))};`,
   );
   await esbuild.build({ entryPoints: [entry], outfile: join(dir, "driver.js"), bundle: true, format: "esm", logLevel: "warning" });
@@ -63,7 +64,7 @@ test("store: outbox order, positions and pattern times survive reopen; clear wip
     await a.apply({ op: "put_position", channel: "news", position: { epoch: "e1", offset: 7 } });
     await a.apply({ op: "put_pattern_since", pattern: "team:*", since: 1234 });
     await b.apply({ op: "put_message", entry: entry("other", "other") });
-    a.fallBack();
+    a.close();
     const again = (await Store.open("ns-a")).store;
     const loaded = JSON.parse(await again.load());
     await again.apply({ op: "clear" });
@@ -109,13 +110,13 @@ test("driver: an offline publish is durable and restored by the next client; lis
     await new Promise((r) => setTimeout(r, 0));
     const second = await Driver.create(options, () => {}, { flush: "microtask" });
     const outbox = JSON.parse(second.outbox());
-    second.close();
     let bad;
     try {
       second.publish("bad name", "e", "1");
     } catch (e) {
       bad = [e.name, e.code];
     }
+    second.close();
     return { msgId: sent.msgId, queuedId, batches, reentered, ackError, outbox, bad, ns: second.namespace };
   }, OFFLINE_URL);
   assert.equal(result.queuedId, result.msgId);
@@ -162,7 +163,7 @@ test("driver: a tab taking over resumes from the older of the stored and the rec
     await store.apply({ op: "put_position", channel: "a", position: { epoch: "e", offset: 9 } });
     await store.apply({ op: "put_position", channel: "b", position: { epoch: "e", offset: 3 } });
     await store.apply({ op: "put_position", channel: "c", position: { epoch: "old", offset: 2 } });
-    store.fallBack();
+    store.close();
     const floor = JSON.stringify({
       a: { epoch: "e", offset: 5 }, // older: wins
       b: { epoch: "e", offset: 8 }, // newer: stored stays
@@ -305,4 +306,65 @@ test("driver: a real QuotaExceededError from IndexedDB warns and the client carr
   } finally {
     await context.close();
   }
+});
+
+test("client: a getToken that fails at start-up is asked again; the client then connects", async () => {
+  const url = server.base.replace("http", "ws") + "/ws";
+  const result = await page.evaluate(async (url) => {
+    let calls = 0;
+    const errors = [];
+    const client = window.m.createClient({
+      url,
+      shareConnection: false,
+      storage: "memory",
+      getToken: async () => {
+        if (++calls === 1) throw new Error("network down at page load");
+        return (await (await fetch("/api/dev/token?user=jo")).json()).token;
+      },
+    });
+    client.on("error", (e) => errors.push(e.code));
+    await client.connect();
+    const state = client.state;
+    client.close();
+    return { calls, errors, state };
+  }, url);
+  assert.equal(result.state, "connected");
+  assert.ok(result.calls >= 2, JSON.stringify(result));
+  assert.deepEqual(result.errors.slice(0, 1), ["token_provider"]);
+});
+
+test("driver: a closed driver refuses calls with `closed` and opens no socket", async () => {
+  const url = server.base.replace("http", "ws") + "/ws";
+  const result = await page.evaluate(async (url) => {
+    const { Driver } = window.m;
+    const opened = [];
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        opened.push(args[0]);
+      }
+    };
+    try {
+      const token = (await (await fetch("/api/dev/token?user=kai")).json()).token;
+      const client = await Driver.create(JSON.stringify({ url, token }), () => {}, { storage: "memory", flush: "microtask" });
+      await client.connect();
+      client.close();
+      const codes = [];
+      await client.connect().catch((e) => codes.push(e.code));
+      await client.subscribe("news").catch((e) => codes.push(e.code));
+      try {
+        client.publish("news", "post", "{}");
+      } catch (e) {
+        codes.push(e.code);
+      }
+      client.disconnect(); // no-op, no throw
+      await new Promise((r) => setTimeout(r, 300));
+      return { opened: opened.length, codes };
+    } finally {
+      window.WebSocket = Native;
+    }
+  }, url);
+  assert.equal(result.opened, 1, "only the socket of the first connect");
+  assert.deepEqual(result.codes, ["closed", "closed", "closed"]);
 });

@@ -27,11 +27,12 @@ before(async () => {
   ({ TabGroup } = await import(pathToFileURL(out).href + "?" + Date.now()));
 });
 
-const TIMING = { heartbeatMs: 20, takeoverMs: 150, hiddenTakeoverMs: 150 };
+const TIMING = { heartbeatMs: 20, takeoverMs: 150, hiddenTakeoverMs: 150, aliveMs: 20, followerExpiryMs: 400 };
 
-/** What IndexedDB holds, shared by the fake drivers of one "browser". */
+/** What IndexedDB holds, shared by the fake drivers of one "browser" (`persist: false`:
+ * writes never finish; `keep: false`: a memory-only store, nothing survives a driver). */
 function world() {
-  return { outbox: new Set(), drivers: [], nextId: 1, persist: true };
+  return { outbox: new Set(), drivers: [], nextId: 1, persist: true, keep: true };
 }
 
 class FakeDriver {
@@ -43,6 +44,9 @@ class FakeDriver {
     this.published = [];
     this.acks = new Map();
     this.closed = false;
+    // What it restored from the store at start, and what it queued itself.
+    this.restored = new Set(w.keep ? w.outbox : []);
+    this.mine = new Set();
     w.drivers.push(this);
   }
   connect() { return Promise.resolve(); }
@@ -50,13 +54,13 @@ class FakeDriver {
   clear() { return Promise.resolve(); }
   subscribe(channel) { this.subs.add(channel); return Promise.resolve(); }
   unsubscribe(channel) { this.subs.delete(channel); return Promise.resolve(); }
-  publishWith(channel, event, json, accepted, queued) {
-    const msgId = "m" + this.world.nextId++;
-    this.published.push({ msgId, channel, event, json });
-    accepted?.(msgId);
-    if (this.world.persist) {
-      this.world.outbox.add(msgId);
-      queueMicrotask(() => queued?.(msgId));
+  /** Like the core: a chosen id already in the (restored) outbox is not queued again. */
+  publish(channel, event, json, msgId) {
+    msgId ||= "m" + this.world.nextId++;
+    if (!this.restored.has(msgId) && !this.mine.has(msgId)) {
+      this.published.push({ msgId, channel, event, json });
+      this.mine.add(msgId);
+      if (this.world.persist) this.world.outbox.add(msgId);
     }
     return new Promise((resolve, reject) => this.acks.set(msgId, { resolve, reject }));
   }
@@ -130,15 +134,15 @@ test("a durable publish whose leader dies before the ack is acked by the next le
   const sending = follower.group.publish("room", "post", '{"text":"hi"}');
   await waitFor(() => first.published.length === 1, { what: "leader publishes", timeout: 2000, interval: 5 });
   const { msgId } = first.published[0];
-  await waitFor(() => [...follower.group.requests.values()].some((r) => r.msgId === msgId && r.queued),
-    { what: "follower knows it is durable", timeout: 2000, interval: 5 });
+  assert.ok([...follower.group.requests.values()].some((r) => r.msgId === msgId), "the follower chose the id");
+  assert.ok(w.outbox.has(msgId), "durable in the outbox");
 
   crash(leader);
   await waitFor(() => follower.group.isLeader, { what: "takeover", timeout: 3000, interval: 10 });
   const second = driverOf(w);
   assert.notEqual(second, first);
   await sleep(100);
-  assert.equal(second.published.length, 0, "not published again: it is in the restored outbox");
+  assert.equal(second.published.length, 0, "not queued again: it is in the restored outbox");
   second.ack(msgId, 7); // the new leader sends the restored message; the server acks it
   assert.deepEqual(await sending, { msgId, epoch: "e", offset: 7 });
   follower.group.close();
@@ -162,9 +166,90 @@ test("a publish the dead leader never made durable is published again, once", as
   await waitFor(() => second.published.length === 1, { what: "published again", timeout: 2000, interval: 5 });
   await sleep(100);
   assert.equal(second.published.length, 1, "exactly once");
+  assert.equal(second.published[0].msgId, first.published[0].msgId, "same id: the server dedupes if the first got through");
   second.ack(second.published[0].msgId, 3);
   assert.equal((await sending).offset, 3);
   follower.group.close();
+});
+
+test("a publish queued by a leader with a memory-only outbox is published again by the next leader, same id", async () => {
+  const w = world();
+  w.keep = false; // storage: "memory", or IndexedDB failed: nothing survives the leader
+  const a = tab(namespace(), w);
+  const b = tab(a.group.channel.name.slice("tidings:".length), w);
+  const leader = await electOne([a, b]);
+  const follower = leader === a ? b : a;
+  const first = driverOf(w);
+  const sending = follower.group.publish("room", "post", "{}");
+  await waitFor(() => first.published.length === 1, { what: "leader publishes", timeout: 2000, interval: 5 });
+  let settled = false;
+  sending.then(() => (settled = true), () => (settled = true));
+
+  crash(leader);
+  await waitFor(() => follower.group.isLeader, { what: "takeover", timeout: 3000, interval: 10 });
+  const second = driverOf(w);
+  await waitFor(() => second.published.length === 1, { what: "published again", timeout: 2000, interval: 5 });
+  assert.equal(second.published[0].msgId, first.published[0].msgId);
+  assert.equal(settled, false, "not reported as acked before a server said so");
+  second.ack(second.published[0].msgId, 4);
+  assert.equal((await sending).offset, 4);
+  follower.group.close();
+});
+
+test("a stalled leader that wakes up and runs an old command publishes the same message id", async () => {
+  const w = world();
+  const a = tab(namespace(), w);
+  const b = tab(a.group.channel.name.slice("tidings:".length), w);
+  const leader = await electOne([a, b]);
+  const follower = leader === a ? b : a;
+  const first = driverOf(w);
+  // The leader stalls (a long task): it stops beating and reading its messages.
+  const inbox = [];
+  const g = leader.group;
+  clearInterval(g.heartbeat);
+  const onmessage = g.channel.onmessage;
+  g.channel.onmessage = (e) => inbox.push(e);
+  const sending = follower.group.publish("room", "post", "{}");
+  await waitFor(() => follower.group.isLeader, { what: "takeover", timeout: 3000, interval: 10 });
+  const second = driverOf(w);
+  await waitFor(() => second.published.length === 1, { what: "new leader publishes", timeout: 2000, interval: 5 });
+  // It wakes up and works through what it missed, the publish command first.
+  const cmd = inbox.findIndex((e) => e.data.t === "cmd");
+  assert.ok(cmd >= 0);
+  onmessage(inbox[cmd]);
+  assert.equal(first.published.length, 1, "the old leader ran it too");
+  assert.equal(first.published[0].msgId, second.published[0].msgId, "one id: the server stores it once");
+  for (const e of inbox) onmessage(e);
+  await waitFor(() => !g.isLeader, { what: "old leader steps down", timeout: 2000, interval: 5 });
+  second.ack(second.published[0].msgId, 5);
+  assert.equal((await sending).offset, 5);
+  a.group.close();
+  b.group.close();
+});
+
+test("a follower that goes silent loses its subscriptions; saying hello again restores them", async () => {
+  const w = world();
+  const a = tab(namespace(), w, ["shared"]);
+  const ns = a.group.channel.name.slice("tidings:".length);
+  const leader = await electOne([a]);
+  assert.equal(leader, a);
+  const b = tab(ns, w, ["shared", "only-b"]);
+  const driver = driverOf(w);
+  await waitFor(() => driver.subs.has("only-b"), { what: "b's channel subscribed", timeout: 2000, interval: 5 });
+  // b freezes (no timers, no messages), without a bye.
+  clearInterval(b.group.watchdog);
+  const onmessage = b.group.channel.onmessage;
+  b.group.channel.onmessage = () => {};
+  await waitFor(() => !driver.subs.has("only-b"), { what: "b's channel released", timeout: 3000, interval: 10 });
+  assert.ok(driver.subs.has("shared"), "a still wants its own");
+  // b resumes: its hello brings its subscriptions back.
+  b.group.channel.onmessage = onmessage;
+  b.group.watchdog = setInterval(() => b.group.tick(), TIMING.heartbeatMs);
+  b.group.resume();
+  await waitFor(() => driver.subs.has("only-b"), { what: "b's channel back", timeout: 2000, interval: 5 });
+  assert.ok(a.group.isLeader, "the leader stayed");
+  b.group.close();
+  a.group.close();
 });
 
 test("subscriptions are counted per tab; a closing tab releases its own", async () => {

@@ -61,3 +61,27 @@ test("offline: publishes wait in the outbox, can be cancelled, go out when back 
   assert.equal(server.history.length, 1);
   await assert.rejects(doomed, (e) => e instanceof TidingsError && e.code === "cancelled");
 });
+
+test("offline: what others published meanwhile arrives once when back online", async () => {
+  const server = createTestServer();
+  const dan = createTestClient({ server, user: "dan" });
+  const got = [];
+  const recovered = [];
+  dan.channel("news").on("publication", (p) => got.push(p.data.n));
+  dan.channel("news").on("subscribed", (info) => recovered.push(info.recovered));
+  await dan.channel("news").subscribe();
+  assert.equal(dan.channel("news").state, "subscribed");
+  server.publish("news", "post", { n: 1 });
+  dan.setOnline(false);
+  server.publish("news", "post", { n: 2 });
+  server.publish("other", "post", { n: 99 });
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(got, [1]);
+  dan.setOnline(true);
+  dan.setOnline(true); // no second replay
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(got, [1, 2]);
+  assert.equal(recovered.at(-1), true);
+  assert.equal(typeof (await dan.stats()).sessionId, "string");
+  dan.close();
+});

@@ -284,6 +284,8 @@ pub struct Client {
 }
 
 const MAX_EVENT_NAME: usize = 128;
+/// Longest message id a caller may choose (the server's limit).
+const MAX_MESSAGE_ID: usize = 128;
 /// Pause before asking the token provider again after it failed during a refresh.
 const TOKEN_RETRY_MS: u64 = 5_000;
 
@@ -520,6 +522,23 @@ impl Client {
         event: &str,
         data: Payload,
     ) -> Result<String, ClientError> {
+        self.publish_with_id(now, channel, event, data, None)
+    }
+
+    /// [`Client::publish`] with a message id chosen by the caller (1..=128 printable ASCII
+    /// bytes; `None`: a new one), the server's idempotency key. A caller that may hand the
+    /// same message to more than one client (tabs sharing one socket: a follower's publish
+    /// retried through the next leader) keeps its id, so the server stores it once. An id
+    /// already in the outbox for the same channel is not queued again: its current status
+    /// is reported once more as an `Event::Message`.
+    pub fn publish_with_id(
+        &mut self,
+        now: Now,
+        channel: &str,
+        event: &str,
+        data: Payload,
+        chosen_id: Option<&str>,
+    ) -> Result<String, ClientError> {
         self.begin(now);
         validate_channel(channel).map_err(|reason| ClientError::InvalidChannel {
             name: channel.into(),
@@ -531,7 +550,37 @@ impl Client {
         if event.is_empty() || event.len() > MAX_EVENT_NAME {
             return Err(ClientError::InvalidEvent);
         }
-        let msg_id = self.new_message_id();
+        let msg_id = match chosen_id {
+            None => self.new_message_id(),
+            Some(id) => {
+                if id.is_empty()
+                    || id.len() > MAX_MESSAGE_ID
+                    || !id.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(ClientError::InvalidMessageId(
+                        "must be 1..=128 printable ASCII bytes",
+                    ));
+                }
+                let queued = self
+                    .outbox
+                    .get_mut(id)
+                    .map(|slot| (slot.entry.channel == channel, slot.status.clone()));
+                if let Some((same_channel, status)) = queued {
+                    if !same_channel {
+                        return Err(ClientError::InvalidMessageId(
+                            "already queued for another channel",
+                        ));
+                    }
+                    self.push_event(Event::Message {
+                        msg_id: id.into(),
+                        channel: channel.into(),
+                        status,
+                    });
+                    return Ok(id.into());
+                }
+                id.into()
+            }
+        };
         let frame = ClientFrame::Publish {
             id: u64::MAX,
             channel: channel.into(),

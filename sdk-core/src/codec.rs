@@ -394,7 +394,7 @@ fn write_positions<'p>(
     obj.end();
 }
 
-fn write_publication_fields(obj: &mut ObjectWriter<'_>, p: &Publication) {
+pub(crate) fn write_publication_fields(obj: &mut ObjectWriter<'_>, p: &Publication) {
     obj.str("channel", &p.channel)
         .str("epoch", &p.epoch)
         .u64("offset", p.offset)

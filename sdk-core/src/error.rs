@@ -22,6 +22,10 @@ pub enum ClientError {
     /// The event name is empty or too long.
     #[error("event name must be 1..=128 bytes")]
     InvalidEvent,
+    /// A message id chosen by the caller is empty, too long or not printable ASCII, or is
+    /// already queued for another channel.
+    #[error("invalid message id: {0}")]
+    InvalidMessageId(&'static str),
     /// The message would exceed the server's frame limit.
     #[error("message is {size} bytes encoded, the limit is {limit}")]
     FrameTooLarge {
@@ -93,6 +97,7 @@ impl ClientError {
             Self::InvalidChannel { .. } => "invalid_channel",
             Self::PublishToPattern(_) => "publish_to_pattern",
             Self::InvalidEvent => "invalid_event",
+            Self::InvalidMessageId(_) => "invalid_message_id",
             Self::FrameTooLarge { .. } => "frame_too_large",
             Self::OutboxFull(_) => "outbox_full",
             Self::TooManyChannels(_) => "too_many_channels",

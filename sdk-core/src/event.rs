@@ -251,10 +251,9 @@ impl ToJson for Event {
             }
             Self::Publication(publication) => {
                 // `{"type":"publication"` + the publication's own fields.
-                out.push_str("{\"type\":\"publication\",");
-                let start = out.len();
-                publication.write_json(out);
-                out.remove(start);
+                let mut obj = tagged(out, "type", "publication");
+                crate::codec::write_publication_fields(&mut obj, publication);
+                obj.end();
             }
             Self::Message {
                 msg_id,

@@ -988,6 +988,55 @@ fn a_failed_refresh_is_retried_before_the_token_expires() {
 }
 
 #[test]
+fn a_chosen_message_id_is_sent_as_is_and_queued_once() {
+    let mut h = Harness::new(|_| {});
+    h.go_live();
+    let data = || Payload::from_json(r#"{"n":1}"#).expect("json");
+    let now = h.now();
+    let id = h
+        .client
+        .publish_with_id(now, "goals", "goal.updated", data(), Some("tab-7:m1"))
+        .expect("accepted");
+    h.drain();
+    assert_eq!(id, "tab-7:m1");
+    let publishes = |h: &Harness| {
+        h.sent()
+            .into_iter()
+            .filter(|f| matches!(f, ClientFrame::Publish { msg_id, .. } if msg_id == "tab-7:m1"))
+            .count()
+    };
+    assert_eq!(publishes(&h), 1);
+    // The same message handed over again (a tab retrying through this leader): not queued
+    // twice, not sent twice, and its status is reported again.
+    let reported = h.statuses("tab-7:m1").len();
+    let now = h.now();
+    let again = h
+        .client
+        .publish_with_id(now, "goals", "goal.updated", data(), Some("tab-7:m1"))
+        .expect("same message");
+    h.drain();
+    assert_eq!(again, "tab-7:m1");
+    assert_eq!(h.client.outbox().len(), 1);
+    assert_eq!(publishes(&h), 1);
+    assert_eq!(h.statuses("tab-7:m1").len(), reported + 1);
+    assert_eq!(h.statuses("tab-7:m1").last(), Some(&MessageStatus::Sent));
+
+    let now = h.now();
+    let code = |r: Result<String, ClientError>| r.expect_err("refused").code();
+    let other_channel =
+        h.client
+            .publish_with_id(now, "other", "goal.updated", data(), Some("tab-7:m1"));
+    assert_eq!(code(other_channel), "invalid_message_id");
+    for bad in ["", "has space", &"x".repeat(129)] {
+        let r = h
+            .client
+            .publish_with_id(now, "goals", "goal.updated", data(), Some(bad));
+        assert_eq!(code(r), "invalid_message_id", "{bad:?}");
+    }
+    assert_eq!(h.client.outbox().len(), 1);
+}
+
+#[test]
 fn a_refresh_refused_as_expired_asks_the_provider_again() {
     let exp_s = (WALL + 1_000 + 120_000) / 1000;
     let mut h = Harness::new(|o| {

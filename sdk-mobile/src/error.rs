@@ -119,6 +119,7 @@ impl From<ClientError> for TidingsError {
             ClientError::InvalidChannel { .. }
             | ClientError::PublishToPattern(_)
             | ClientError::InvalidEvent
+            | ClientError::InvalidMessageId(_)
             | ClientError::FrameTooLarge { .. }
             | ClientError::TooManyChannels(_) => Self::InvalidArgument { code, detail },
             ClientError::OutboxFull(_)

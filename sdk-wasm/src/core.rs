@@ -54,7 +54,8 @@ impl Core {
     ///
     /// App commands: `restore` (a: snapshot JSON, once, before `connect`), `connect`,
     /// `disconnect`, `clear`, `set_token` (a), `subscribe` / `unsubscribe` (a: channel),
-    /// `publish` (a: channel, b: event, c: data JSON; returns the message id), `cancel`
+    /// `publish` (a: channel, b: event, c: data JSON, d: the message id to use, or `""`
+    /// for a new one; returns the message id), `cancel`
     /// (a: message id), `lifecycle` (a: `online`, `offline`, `suspended`, `resumed`).
     ///
     /// Platform reports: `opened` (id: transport), `closed` (id, a: reason), `frame` (id,
@@ -71,6 +72,7 @@ impl Core {
         a: String,
         b: &str,
         c: &str,
+        d: &str,
     ) -> Result<String, JsValue> {
         let now = Now::new(mono.max(0.0) as u64, wall.max(0.0) as u64);
         let id = id as u64;
@@ -113,7 +115,10 @@ impl Core {
                 let data = Payload::from_json(c).map_err(|e| {
                     bad_request(&(String::from("data is not valid JSON: ") + &e.to_string()))
                 })?;
-                return client.publish(now, &a, b, data).map_err(|e| error(&e));
+                let chosen_id = Some(d).filter(|d| !d.is_empty());
+                return client
+                    .publish_with_id(now, &a, b, data, chosen_id)
+                    .map_err(|e| error(&e));
             }
             "lifecycle" => Input::Lifecycle(match a.as_str() {
                 "online" => Lifecycle::Online,

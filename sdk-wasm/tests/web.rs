@@ -41,7 +41,7 @@ fn events(outputs: &[Value]) -> Vec<Value> {
 
 /// Feeds one input (see `Core::call`).
 fn call(core: &mut Core, t: f64, name: &str, id: f64, a: &str) -> Result<String, JsValue> {
-    core.call(t, 1_000.0 + t, name, id, a.into(), "", "")
+    core.call(t, 1_000.0 + t, name, id, a.into(), "", "", "")
 }
 
 fn read(core: &Core, what: &str, arg: &str) -> Value {
@@ -141,6 +141,7 @@ fn offline_publish_is_persisted_and_restored() {
             "news".into(),
             "post",
             r#"{"text":"héllo"}"#,
+            "",
         )
         .expect("queued");
     let out = poll(&mut core);
@@ -169,6 +170,36 @@ fn offline_publish_is_persisted_and_restored() {
     assert_eq!(outbox[0]["msg_id"], msg_id.as_str());
     assert_eq!(outbox[0]["status"]["status"], "queued");
     assert_eq!(read(&next, "positions", "")["news"]["offset"], 7);
+
+    // Another tab hands the same message over (its id chosen by that tab): queued once.
+    let again = next
+        .call(
+            3.0,
+            1_003.0,
+            "publish",
+            0.0,
+            "news".into(),
+            "post",
+            "{}",
+            &msg_id,
+        )
+        .expect("same message");
+    assert_eq!(again, msg_id);
+    assert_eq!(read(&next, "outbox", "").as_array().map(Vec::len), Some(1));
+    let chosen = next
+        .call(
+            4.0,
+            1_004.0,
+            "publish",
+            0.0,
+            "news".into(),
+            "post",
+            "{}",
+            "tab-2:m9",
+        )
+        .expect("queued");
+    assert_eq!(chosen, "tab-2:m9");
+    assert_eq!(read(&next, "outbox", "")[1]["msg_id"], "tab-2:m9");
 }
 
 fn core_with_seed(seed: u32) -> Core {
@@ -195,14 +226,23 @@ fn bad_input_throws_stable_codes() {
     );
     assert_eq!(
         thrown(
-            core.call(0.0, 0.0, "publish", 0.0, "news".into(), "post", "{not json")
-                .expect_err("invalid")
+            core.call(
+                0.0,
+                0.0,
+                "publish",
+                0.0,
+                "news".into(),
+                "post",
+                "{not json",
+                ""
+            )
+            .expect_err("invalid")
         )["code"],
         "bad_request"
     );
     assert_eq!(
         thrown(
-            core.call(0.0, 0.0, "publish", 0.0, "news:*".into(), "post", "1")
+            core.call(0.0, 0.0, "publish", 0.0, "news:*".into(), "post", "1", "")
                 .expect_err("pattern")
         )["code"],
         "publish_to_pattern"
