@@ -3,6 +3,7 @@ export type ErrorCode =
   | "invalid_channel"
   | "publish_to_pattern"
   | "invalid_event"
+  | "invalid_message_id"
   | "frame_too_large"
   | "outbox_full"
   | "too_many_channels"
