@@ -121,16 +121,20 @@ async function electOne(tabs) {
 }
 
 const driverOf = (w, leader) => w.drivers.filter((d) => !d.closed).at(-1) ?? leader;
+
+/** Two tabs of one namespace, once one leads (`first`: its driver). */
+async function twoTabs(w) {
+  const a = tab(namespace(), w);
+  const b = tab(a.group.channel.name.slice("tidings:".length), w);
+  const leader = await electOne([a, b]);
+  return { a, b, leader, follower: leader === a ? b : a, first: driverOf(w) };
+}
 let n = 0;
 const namespace = () => `unit-${process.pid}-${n++}`;
 
 test("a durable publish whose leader dies before the ack is acked by the next leader, not sent twice", async () => {
   const w = world();
-  const a = tab(namespace(), w);
-  const b = tab(a.group.channel.name.slice("tidings:".length), w);
-  const leader = await electOne([a, b]);
-  const follower = leader === a ? b : a;
-  const first = driverOf(w);
+  const { leader, follower, first } = await twoTabs(w);
   const sending = follower.group.publish("room", "post", '{"text":"hi"}');
   await waitFor(() => first.published.length === 1, { what: "leader publishes", timeout: 2000, interval: 5 });
   const { msgId } = first.published[0];
@@ -151,11 +155,7 @@ test("a durable publish whose leader dies before the ack is acked by the next le
 test("a publish the dead leader never made durable is published again, once", async () => {
   const w = world();
   w.persist = false; // the leader dies before IndexedDB confirmed the write
-  const a = tab(namespace(), w);
-  const b = tab(a.group.channel.name.slice("tidings:".length), w);
-  const leader = await electOne([a, b]);
-  const follower = leader === a ? b : a;
-  const first = driverOf(w);
+  const { leader, follower, first } = await twoTabs(w);
   const sending = follower.group.publish("room", "post", "{}");
   await waitFor(() => first.published.length === 1, { what: "leader publishes", timeout: 2000, interval: 5 });
 
@@ -175,11 +175,7 @@ test("a publish the dead leader never made durable is published again, once", as
 test("a publish queued by a leader with a memory-only outbox is published again by the next leader, same id", async () => {
   const w = world();
   w.keep = false; // storage: "memory", or IndexedDB failed: nothing survives the leader
-  const a = tab(namespace(), w);
-  const b = tab(a.group.channel.name.slice("tidings:".length), w);
-  const leader = await electOne([a, b]);
-  const follower = leader === a ? b : a;
-  const first = driverOf(w);
+  const { leader, follower, first } = await twoTabs(w);
   const sending = follower.group.publish("room", "post", "{}");
   await waitFor(() => first.published.length === 1, { what: "leader publishes", timeout: 2000, interval: 5 });
   let settled = false;
@@ -198,11 +194,7 @@ test("a publish queued by a leader with a memory-only outbox is published again 
 
 test("a stalled leader that wakes up and runs an old command publishes the same message id", async () => {
   const w = world();
-  const a = tab(namespace(), w);
-  const b = tab(a.group.channel.name.slice("tidings:".length), w);
-  const leader = await electOne([a, b]);
-  const follower = leader === a ? b : a;
-  const first = driverOf(w);
+  const { a, b, leader, follower, first } = await twoTabs(w);
   // The leader stalls (a long task): it stops beating and reading its messages.
   const inbox = [];
   const g = leader.group;

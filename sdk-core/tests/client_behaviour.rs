@@ -961,8 +961,9 @@ fn temporarily_refused_subscriptions_are_retried_after_the_advised_delay() {
     assert_eq!(count(&h), 2, "resent after retry_after_ms");
 }
 
-#[test]
-fn a_failed_refresh_is_retried_before_the_token_expires() {
+/// Live with a token that expires in 2 minutes, kept alive until the refresh is due (it
+/// has asked its provider once). Returns the harness and the token's `exp` (s).
+fn live_until_refresh() -> (Harness, u64) {
     let exp_s = (WALL + 1_000 + 120_000) / 1000;
     let mut h = Harness::new(|o| {
         o.token = Some(token("david", Some(exp_s)));
@@ -970,12 +971,19 @@ fn a_failed_refresh_is_retried_before_the_token_expires() {
     });
     h.go_live();
     h.keep_alive(95_000);
-    let fetches = |h: &Harness| {
-        h.outputs
-            .iter()
-            .filter(|o| matches!(o, Output::FetchToken))
-            .count()
-    };
+    (h, exp_s)
+}
+
+fn fetches(h: &Harness) -> usize {
+    h.outputs
+        .iter()
+        .filter(|o| matches!(o, Output::FetchToken))
+        .count()
+}
+
+#[test]
+fn a_failed_refresh_is_retried_before_the_token_expires() {
+    let (mut h, _) = live_until_refresh();
     assert_eq!(fetches(&h), 1);
     h.input(Input::Token(Err("auth server down".into())));
     assert!(h
@@ -1038,19 +1046,7 @@ fn a_chosen_message_id_is_sent_as_is_and_queued_once() {
 
 #[test]
 fn a_refresh_refused_as_expired_asks_the_provider_again() {
-    let exp_s = (WALL + 1_000 + 120_000) / 1000;
-    let mut h = Harness::new(|o| {
-        o.token = Some(token("david", Some(exp_s)));
-        o.token_provider = true;
-    });
-    h.go_live();
-    h.keep_alive(95_000);
-    let fetches = |h: &Harness| {
-        h.outputs
-            .iter()
-            .filter(|o| matches!(o, Output::FetchToken))
-            .count()
-    };
+    let (mut h, exp_s) = live_until_refresh();
     let refresh_id = |h: &Harness| match h.sent().last() {
         Some(ClientFrame::Refresh { id, .. }) => *id,
         other => panic!("no refresh sent: {other:?}"),
