@@ -7,8 +7,9 @@
 //   patterns:  [ns, pattern] → since (server ms), a number
 // Every write is one transaction, awaited until it commits (quota errors surface there).
 // A failing write (quota, a database closed under the page, private mode) is reported to
-// the core, which warns the app with `store_warning`; the store then keeps nothing and the
-// client carries on in memory. Nothing crashes.
+// the core, which warns the app with `store_warning`; the store drops the namespace's
+// positions (they would go stale), then keeps nothing and the client carries on in memory.
+// Nothing crashes.
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 
@@ -180,8 +181,23 @@ export class Store {
       }
       await committed(tx);
     } catch (e) {
+      this.forgetPositions(db);
       this.close();
       throw new Error(describe(e));
+    }
+  }
+
+  /** After a failed write the client carries on in memory and the stored positions go
+   * stale: drop them (best effort; deletes work under a full quota), so the next start
+   * asks the server afresh (`recovered: false` tells the app to reload) instead of
+   * replaying what this session already delivered. The outbox stays: a message sent
+   * twice is stored once by the server. */
+  private forgetPositions(db: IDBDatabase): void {
+    try {
+      const tx = db.transaction([POSITIONS, PATTERNS], "readwrite");
+      for (const name of [POSITIONS, PATTERNS]) tx.objectStore(name).delete(this.range());
+    } catch {
+      // The connection is gone already: nothing more to do.
     }
   }
 

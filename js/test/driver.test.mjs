@@ -273,22 +273,29 @@ test("driver: a real QuotaExceededError from IndexedDB warns and the client carr
   const fresh = await context.newPage();
   const cdp = await context.newCDPSession(fresh);
   const origin = new URL(server.base).origin;
-  await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 64 * 1024 });
+  await cdp.send("Storage.overrideQuotaForOrigin", { origin, quotaSize: 256 * 1024 });
   try {
     await fresh.goto(server.base + "/index.html");
     await fresh.waitForFunction(() => window.ready === true);
     const result = await fresh.evaluate(async (url) => {
-      const { Driver } = window.m;
+      const { Driver, Store } = window.m;
+      const ns = `tidings|${url}|hal`;
+      // A position stored while there is room.
+      const before = (await Store.open(ns)).store;
+      await before.apply({ op: "put_position", channel: "news", position: { epoch: "e", offset: 3 } });
+      before.close();
       const events = [];
       const client = await Driver.create(
         JSON.stringify({ url, token: "x.eyJzdWIiOiJoYWwifQ.s" }), // sub: hal
         (json) => events.push(...JSON.parse(json)),
         { flush: "microtask" },
       );
-      // Each message is ~40 KB: the quota (64 KiB for the whole origin) runs out.
-      const big = JSON.stringify({ text: "x".repeat(40_000) });
+      // Each message is ~60 KB of random hex (the database compresses): the quota (256 KiB
+      // for the whole origin) runs out.
+      const noise = () => Array.from(crypto.getRandomValues(new Uint8Array(30_000)), (b) => b.toString(16).padStart(2, "0")).join("");
       const outcomes = [];
-      for (let i = 0; i < 4; i++) {
+      for (let i = 0; i < 8; i++) {
+        const big = JSON.stringify({ text: noise() });
         outcomes.push(await client.publish("news", "post", big).queued.then(() => "queued", (e) => e.code));
       }
       await new Promise((r) => setTimeout(r, 20));
@@ -296,13 +303,17 @@ test("driver: a real QuotaExceededError from IndexedDB warns and the client carr
       const outbox = JSON.parse(client.outbox()).map((m) => m.status.status);
       const durable = client.durable;
       client.close();
-      return { outcomes, warnings, outbox, durable };
+      await new Promise((r) => setTimeout(r, 50));
+      const stored = JSON.parse(await (await Store.open(ns)).store.load());
+      return { outcomes, warnings, outbox, durable, stored };
     }, OFFLINE_URL);
-    assert.deepEqual(result.outcomes, ["queued", "queued", "queued", "queued"]);
+    assert.deepEqual(result.outcomes, Array(8).fill("queued"));
     assert.equal(result.warnings.length, 1, JSON.stringify(result));
     assert.match(result.warnings[0], /Quota/i);
-    assert.deepEqual(result.outbox, ["queued", "queued", "queued", "queued"], "nothing accepted is lost");
+    assert.deepEqual(result.outbox, Array(8).fill("queued"), "nothing accepted is lost");
     assert.equal(result.durable, false);
+    assert.deepEqual(result.stored.positions, {}, "stale positions dropped");
+    assert.ok(result.stored.outbox.length >= 1, "what was durable stays queued");
   } finally {
     await context.close();
   }
