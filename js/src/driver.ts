@@ -53,12 +53,17 @@ export function coreError(e: unknown): TidingsError {
 
 const closedError = () => new TidingsError("closed", "client is closed");
 
+/** Fills `array` from `crypto.getRandomValues` (`Math.random` where it is missing). */
+export function fillRandom<T extends Uint8Array | Uint32Array>(array: T): T {
+  if (g.crypto?.getRandomValues) g.crypto.getRandomValues(array);
+  else for (let i = 0; i < array.length; i++) array[i] = Math.random() * 2 ** 32;
+  return array;
+}
+
 function seed(fixed?: number): [number, number] {
   if (fixed !== undefined) return [Math.floor(fixed / 2 ** 32) >>> 0, fixed >>> 0];
-  const words = new Uint32Array(2);
-  if (g.crypto?.getRandomValues) g.crypto.getRandomValues(words);
-  else for (let i = 0; i < 2; i++) words[i] = (Math.random() * 2 ** 32) >>> 0;
-  return [words[0], words[1]];
+  const [high, low] = fillRandom(new Uint32Array(2));
+  return [high, low];
 }
 
 /** One Tidings client running in this JavaScript context (the `LocalBackend`'s engine). */

@@ -36,6 +36,7 @@
 // in IndexedDB delivers nothing twice.
 import { errorData, toError, TidingsError } from "./errors.js";
 import { LocalBackend, type Backend, type LocalConfig } from "./backend.js";
+import { fillRandom } from "./driver.js";
 import type { Ack } from "./types.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -114,11 +115,7 @@ const randomId = () =>
 
 /** A message id like the core's: 128 random bits as 32 lowercase hex characters. */
 export function newMessageId(): string {
-  const bytes = new Uint8Array(16);
-  const crypto = (globalThis as any).crypto;
-  if (crypto?.getRandomValues) crypto.getRandomValues(bytes);
-  else for (let i = 0; i < 16; i++) bytes[i] = Math.floor(Math.random() * 256);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return Array.from(fillRandom(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export class TabGroup implements Backend {

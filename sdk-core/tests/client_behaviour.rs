@@ -196,6 +196,13 @@ impl Harness {
             .collect()
     }
 
+    /// Whether an `Event::Error` with this code was reported.
+    fn reported_error(&self, code: &str) -> bool {
+        self.events
+            .iter()
+            .any(|e| matches!(e, Event::Error { error } if error.code() == code))
+    }
+
     fn statuses(&self, msg_id: &str) -> Vec<MessageStatus> {
         self.events
             .iter()
@@ -874,10 +881,7 @@ fn refused_subscription_is_reported_with_its_code() {
         id: Some(id),
         error: ErrorBody::new(ErrorCode::Forbidden, "not allowed"),
     });
-    assert!(h
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error { error } if error.code() == "forbidden")));
+    assert!(h.reported_error("forbidden"));
     assert!(matches!(
         h.client.subscription_state("secret"),
         Some(tidings::SubscriptionState::Failed { .. })
@@ -986,10 +990,7 @@ fn a_failed_refresh_is_retried_before_the_token_expires() {
     let (mut h, _) = live_until_refresh();
     assert_eq!(fetches(&h), 1);
     h.input(Input::Token(Err("auth server down".into())));
-    assert!(h
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error { error } if error.code() == "token_provider")));
+    assert!(h.reported_error("token_provider"));
     h.keep_alive(6_000);
     assert_eq!(fetches(&h), 2, "asked again after 5 s");
     assert_eq!(h.client.state(), &ConnectionState::Connected);
@@ -1059,10 +1060,7 @@ fn a_refresh_refused_as_expired_asks_the_provider_again() {
         id: Some(id),
         error: ErrorBody::new(ErrorCode::TokenExpired, "expired"),
     });
-    assert!(h
-        .events
-        .iter()
-        .any(|e| matches!(e, Event::Error { error } if error.code() == "token_expired")));
+    assert!(h.reported_error("token_expired"));
     h.keep_alive(6_000);
     assert_eq!(fetches(&h), 2, "asked again after 5 s");
     assert_eq!(h.client.state(), &ConnectionState::Connected);
