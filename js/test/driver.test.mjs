@@ -1,7 +1,8 @@
 // The browser driver (js/src/driver.ts) and its IndexedDB store (js/src/store.ts) in
 // headless Chromium: the store's order and namespaces across reopen, durable offline
 // publishes restored by the next client, batched events with re-entrant listeners, the
-// fallback to memory when IndexedDB fails, and the takeover position floor. The page
+// fallback to memory when IndexedDB fails, the takeover position floor, closed drivers,
+// a start while offline and a token provider failing at start-up. The page
 // loads an esbuild bundle of the two modules and the wasm core, served by the reference
 // server's static file option.
 import { test, before, after } from "node:test";
@@ -378,4 +379,53 @@ test("driver: a closed driver refuses calls with `closed` and opens no socket", 
   }, url);
   assert.equal(result.opened, 1, "only the socket of the first connect");
   assert.deepEqual(result.codes, ["closed", "closed", "closed"]);
+});
+
+test("driver: a client started while the browser is offline opens no socket until online", async () => {
+  const url = server.base.replace("http", "ws") + "/ws";
+  const context = page.context();
+  const token = await page.evaluate(async () => (await (await fetch("/api/dev/token?user=lou")).json()).token);
+  await context.setOffline(true);
+  try {
+    const result = await page.evaluate(async ({ url, token }) => {
+      const { Driver } = window.m;
+      const opened = [];
+      const Native = window.WebSocket;
+      window.WebSocket = class extends Native {
+        constructor(...args) {
+          super(...args);
+          opened.push(args[0]);
+        }
+      };
+      try {
+        const onLine = navigator.onLine;
+        const events = [];
+        const client = await Driver.create(JSON.stringify({ url, token }), (j) => events.push(...JSON.parse(j)), {
+          storage: "memory",
+          flush: "microtask",
+        });
+        const connected = client.connect();
+        await new Promise((r) => setTimeout(r, 1500));
+        const whileOffline = opened.length;
+        const stateOffline = JSON.parse(client.state()).state;
+        window.tidingsOfflineClient = client;
+        window.tidingsConnected = connected.then(() => "connected", (e) => e.code);
+        return { onLine, whileOffline, stateOffline };
+      } finally {
+        window.WebSocket = Native;
+      }
+    }, { url, token });
+    assert.equal(result.onLine, false);
+    assert.equal(result.whileOffline, 0, "no socket while offline");
+    assert.notEqual(result.stateOffline, "failed");
+  } finally {
+    await context.setOffline(false);
+  }
+  const outcome = await page.evaluate(async () => {
+    window.tidingsOfflineClient.lifecycle("online");
+    const outcome = await window.tidingsConnected;
+    window.tidingsOfflineClient.close();
+    return outcome;
+  });
+  assert.equal(outcome, "connected");
 });
