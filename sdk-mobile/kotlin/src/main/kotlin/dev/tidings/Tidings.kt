@@ -4,11 +4,14 @@
 // functions are already `suspend fun`s.
 package dev.tidings
 
+import kotlinx.coroutines.channels.SendChannel
 import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.buffer
 import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.flow.consumeAsFlow
 import kotlinx.coroutines.flow.distinctUntilChanged
+import kotlinx.coroutines.flow.onCompletion
 import kotlinx.coroutines.channels.Channel as CoroutineChannel
 
 /** The stable code of any Tidings error (`unauthorized`, `outbox_full`, `closed`, ...). */
@@ -99,63 +102,77 @@ fun TidingsClient.stateFlow(): Flow<ConnectionState> = callbackFlow {
     awaitClose { handle.cancel() }
 }.buffer(CoroutineChannel.UNLIMITED).distinctUntilChanged()
 
-/** Every state change with its old state and reason (`transport_closed`, `online`, ...). */
-fun TidingsClient.stateChanges(): Flow<StateChange> = callbackFlow {
-    val handle = addListener(object : ClientCallbacks() {
+/**
+ * Every state change with its old state and reason (`transport_closed`, `online`, ...),
+ * from the moment of this call.
+ */
+fun TidingsClient.stateChanges(): Flow<StateChange> = listenerFlow { queue ->
+    addListener(object : ClientCallbacks() {
         override fun onStateChanged(old: ConnectionState, new: ConnectionState, reason: String) {
-            trySend(StateChange(old, new, reason))
+            queue.trySend(StateChange(old, new, reason))
         }
     })
-    awaitClose { handle.cancel() }
-}.buffer(CoroutineChannel.UNLIMITED)
+}
 
-/** Errors not tied to a call. */
-fun TidingsClient.errors(): Flow<TidingsEventError> = callbackFlow {
-    val handle = addListener(object : ClientCallbacks() {
+/** Errors not tied to a call, from the moment of this call. */
+fun TidingsClient.errors(): Flow<TidingsEventError> = listenerFlow { queue ->
+    addListener(object : ClientCallbacks() {
         override fun onError(code: String, message: String) {
-            trySend(TidingsEventError(code, message))
+            queue.trySend(TidingsEventError(code, message))
         }
     })
-    awaitClose { handle.cancel() }
-}.buffer(CoroutineChannel.UNLIMITED)
+}
 
-/** Status changes of queued messages (queued → sent → acked / failed), for an outbox UI. */
-fun TidingsClient.messageUpdates(): Flow<MessageUpdate> = callbackFlow {
-    val handle = addListener(object : ClientCallbacks() {
+/**
+ * Status changes of queued messages (queued → sent → acked / failed), for an outbox UI,
+ * from the moment of this call.
+ */
+fun TidingsClient.messageUpdates(): Flow<MessageUpdate> = listenerFlow { queue ->
+    addListener(object : ClientCallbacks() {
         override fun onMessageStatus(msgId: String, channel: String, status: MessageStatus) {
-            trySend(MessageUpdate(msgId, channel, status))
+            queue.trySend(MessageUpdate(msgId, channel, status))
         }
     })
-    awaitClose { handle.cancel() }
-}.buffer(CoroutineChannel.UNLIMITED)
+}
+
+/**
+ * A flow fed by a listener registered now, not when collection starts: a coroutine started
+ * with `async { flow.collect ... }` may begin collecting only after the next suspension,
+ * when publications can already have arrived. Collect it once; the end of the collection
+ * removes the listener (so does shutting the client down).
+ */
+private fun <T> listenerFlow(register: (SendChannel<T>) -> ListenerHandle): Flow<T> {
+    val queue = CoroutineChannel<T>(CoroutineChannel.UNLIMITED)
+    val handle = register(queue)
+    return queue.consumeAsFlow().onCompletion { handle.cancel() }
+}
 
 /**
  * This channel's publications (every channel matching it, for a pattern), in order and
- * exactly once, from the moment of collection. Start collecting before `subscribe()` to
- * also get the messages recovered on (re)subscribe. Nothing is dropped: the buffer is
- * unbounded, so collect on a dispatcher that keeps up.
+ * exactly once, from the moment of this call: call it before `subscribe()` to also get the
+ * messages recovered on (re)subscribe. Nothing is dropped: the buffer is unbounded, so
+ * collect on a dispatcher that keeps up.
  */
-fun Channel.publications(): Flow<Publication> = callbackFlow {
-    val handle = addListener(object : ChannelListener {
+fun Channel.publications(): Flow<Publication> = listenerFlow { queue ->
+    addListener(object : ChannelListener {
         override fun onPublications(batch: List<Publication>) {
-            for (publication in batch) trySend(publication)
+            for (publication in batch) queue.trySend(publication)
         }
 
         override fun onSubscribed(recovered: Boolean, needsReload: Boolean) {}
     })
-    awaitClose { handle.cancel() }
-}.buffer(CoroutineChannel.UNLIMITED)
+}
 
 /**
- * Each time the subscription becomes live; `needsReload` means messages may have been
- * missed (history gone): reload the channel's state from your back end.
+ * Each time the subscription becomes live, from the moment of this call; `needsReload`
+ * means messages may have been missed (history gone): reload the channel's state from
+ * your back end.
  */
-fun Channel.subscribedEvents(): Flow<Subscribed> = callbackFlow {
-    val handle = addListener(object : ChannelListener {
+fun Channel.subscribedEvents(): Flow<Subscribed> = listenerFlow { queue ->
+    addListener(object : ChannelListener {
         override fun onPublications(batch: List<Publication>) {}
         override fun onSubscribed(recovered: Boolean, needsReload: Boolean) {
-            trySend(Subscribed(recovered, needsReload))
+            queue.trySend(Subscribed(recovered, needsReload))
         }
     })
-    awaitClose { handle.cancel() }
-}.buffer(CoroutineChannel.UNLIMITED)
+}
